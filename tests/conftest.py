@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny generated demo dataset, its manifest, and a notebook runner.
+
+Tests use tiny configs (64 px images, a few dozen studies) so the suite fits CI's budget;
+real-data tests read `../shared/data/` and skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def shared_data(sub: str) -> Path:
+    """Path under ../shared/data, or skip the test with a clear reason."""
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"real sample data {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_root(tmp_path_factory) -> Path:
+    """A tiny phantom dataset written to disk in the MIMIC and BIMCV-R layouts."""
+    from workbench.data.phantom import generate_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo(root, n_studies=48, n_ct_studies=6, image_size=64, volume_size=(32, 32, 32), seed=0,
+                  progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tiny_demo_root):
+    """The manifest of the tiny demo dataset, read through the real readers."""
+    from workbench.data import build_manifest
+
+    return build_manifest("demo", tiny_demo_root, seed=0)
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """An empty run folder (what `workbench.runs.new_run_dir` would create)."""
+    path = tmp_path / "run"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def execute_notebook():
+    """Run a notebook headless through papermill, as `make demo` does."""
+    from workbench.runs import run_notebook
+
+    def _run(name: str, run_dir: Path, **parameters):
+        return run_notebook(name, run_dir, parameters, progress=False)
+
+    return _run

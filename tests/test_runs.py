@@ -1,0 +1,49 @@
+"""Run folders, provenance and the artifact lookup that ties notebooks together."""
+
+import json
+import time
+
+import pytest
+
+from workbench.io import atomic_path
+from workbench.runs import RunNotFoundError, RunRecord, find_run_dir, new_run_dir
+
+
+def test_newest_run_holding_the_artifact_is_found(tmp_path):
+    old = new_run_dir("aaaa", root=tmp_path)
+    (old / "manifest.parquet").write_bytes(b"x")
+    time.sleep(1.1)
+    newer = new_run_dir("bbbb", root=tmp_path)
+    (newer / "manifest.parquet").write_bytes(b"x")
+    time.sleep(1.1)
+    new_run_dir("cccc", root=tmp_path)  # newest, but without a manifest
+    assert find_run_dir("manifest", root=tmp_path) == newer
+
+
+def test_missing_artifact_names_the_notebook_to_run(tmp_path):
+    with pytest.raises(RunNotFoundError, match="00_data_prep"):
+        find_run_dir("manifest", root=tmp_path)
+    with pytest.raises(RunNotFoundError, match="02_triplet_mining"):
+        find_run_dir("triplets", run_dir=tmp_path)
+
+
+def test_run_record_has_provenance_and_marks_failures(tmp_path):
+    with RunRecord(tmp_path, {"training": {"batch_size": 2}}, seed=3):
+        running = json.loads((tmp_path / "run.json").read_text())
+        assert running["status"] == "running"
+    done = json.loads((tmp_path / "run.json").read_text())
+    assert done["status"] == "finished" and done["seed"] == 3 and done["end"]
+    assert "torch" in done["versions"] and done["git_commit"]
+    with pytest.raises(RuntimeError):
+        with RunRecord(tmp_path, {}, seed=1):
+            raise RuntimeError("boom")
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+
+
+def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
