@@ -35,8 +35,11 @@ ARTIFACTS: Dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "05_inspect"),
 }
 
-# The pipeline, in order. Each issue that adds a notebook extends this list.
-PIPELINE: List[str] = ["00_data_prep"]
+# The pipeline, in order: (notebook, parameters it gets beyond the shared ones). A notebook
+# run more than once (03 for each method) gets its executed copy named after the parameters.
+PIPELINE: List[tuple[str, Dict[str, Any]]] = [
+    ("00_data_prep", {}),
+]
 
 _TRACKED_LIBRARIES = [
     "torch", "torchvision", "timm", "monai", "transformers", "nibabel", "numpy", "pandas",
@@ -211,13 +214,26 @@ def run_notebook(name: str, run_dir: str | os.PathLike, parameters: Optional[Map
     return out
 
 
+def _executed_name(name: str, step_params: Mapping[str, Any]) -> str:
+    stem = notebook_path(name).stem
+    suffix = "".join(f"-{v}" for v in step_params.values())
+    return f"{stem}{suffix}.ipynb"
+
+
 def run_pipeline(parameters: Optional[Mapping[str, Any]] = None, run_dir: Optional[Path] = None,
                  notebooks: Optional[Sequence[str]] = None) -> Path:
-    """Run notebooks 00..05 in order into one (new) run folder; returns the folder."""
+    """Run the pipeline's notebooks in order into one (new) run folder; returns the folder.
+
+    `parameters` go to every notebook (papermill ignores names a notebook does not declare,
+    with a warning); `notebooks` restricts the run to those names.
+    """
     run_dir = Path(run_dir) if run_dir else new_run_dir()
-    for name in notebooks or PIPELINE:
-        print(f"[workbench] running {name} -> {run_dir}", flush=True)
-        run_notebook(name, run_dir, parameters)
+    for name, step_params in PIPELINE:
+        if notebooks and name not in notebooks:
+            continue
+        params = {**dict(parameters or {}), **step_params}
+        print(f"[workbench] running {name} {step_params or ''} -> {run_dir}", flush=True)
+        run_notebook(name, run_dir, params, output_name=_executed_name(name, step_params))
     return run_dir
 
 
