@@ -1,0 +1,295 @@
+"""Pretrained CLIP image-text pairs (PubMedCLIP and kin) behind the DualEncoder interface.
+
+Two on-disk formats load from a LOCAL path; nothing is downloaded:
+- OpenAI format (`.pth`/`.pt`: a state dict, a `{"state_dict": ...}` training checkpoint with
+  or without DataParallel's `module.` prefix, or a TorchScript archive), e.g. PubMedCLIP's
+  `pubmedclip_vit32.pth`, `pubmedclip_rn50.pth`, `pubmedclip_rn50x4.pth`. The architecture
+  (ViT-B/32, RN50, RN50x4, ...) is read off the weights by open-clip-torch.
+- Hugging Face format: a folder with `config.json` of a `CLIPModel` (+ its tokenizer files).
+
+Captions are tokenised by the model's own tokenizer at the model's true context length (77
+for OpenAI CLIP), not cut at 77 characters as the seed does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.config import ModelsConfig
+from workbench.models import EncoderOutput
+
+# ModelsConfig.img_model / text_model value that marks a CLIP pair (its weights path in img_weights).
+CLIP_PAIR = "clip_pair"
+CLIP_INIT_LOGIT_SCALE = 2.6592  # log(1 / 0.07), CLIP's initial temperature
+
+
+class ClipPairError(ValueError):
+    """A CLIP checkpoint that cannot be read; the message names the file and the fix."""
+
+
+class OpenClipTokenizer:
+    """open_clip's BPE tokenizer with the call signature of a Hugging Face tokenizer."""
+
+    def __init__(self, context_length: int) -> None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.context_length = context_length
+        self._tokenizer = SimpleTokenizer(context_length=context_length)
+
+    def __call__(self, texts: Sequence[str] | str, padding: Any = True, truncation: bool = True,
+                 max_length: Optional[int] = None, return_tensors: str = "pt") -> Dict[str, Tensor]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        length = min(max_length or self.context_length, self.context_length)
+        ids = self._tokenizer(texts, context_length=length)
+        return {"input_ids": ids, "attention_mask": ids.ne(0).long()}
+
+
+class _OpenClipImage(nn.Module):
+    """The visual tower of an open_clip CLIP; pooled = its projected embedding."""
+
+    def __init__(self, visual: nn.Module, embed_dim: int) -> None:
+        super().__init__()
+        self.visual = visual
+        self.out_dim = embed_dim
+        self.image_size = tuple(getattr(visual, "image_size", (224, 224)))
+        self.has_tokens = hasattr(visual, "output_tokens")
+        self.token_dim = getattr(getattr(visual, "transformer", None), "width", embed_dim)
+
+    def forward(self, images: Tensor) -> EncoderOutput:
+        if self.has_tokens:
+            self.visual.output_tokens = True
+            pooled, tokens = self.visual(images)
+            side = int(round(tokens.shape[1] ** 0.5))
+            return EncoderOutput(pooled=pooled, tokens=tokens, mask=None, grid=(side, side))
+        return EncoderOutput(pooled=self.visual(images), tokens=None, mask=None, grid=None)
+
+
+class _OpenClipText(nn.Module):
+    """The text tower of an open_clip CLIP (the model minus its visual tower and temperature)."""
+
+    def __init__(self, clip: nn.Module, embed_dim: int) -> None:
+        super().__init__()
+        self.clip = clip
+        self.out_dim = embed_dim
+        self.token_dim = clip.transformer.width
+        self.max_length = int(clip.context_length)
+        self.tokenizer = OpenClipTokenizer(self.max_length)
+
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> EncoderOutput:
+        # CLIP's text tower is causal and pools at the end-of-text token; padding is ignored.
+        return EncoderOutput(pooled=self.clip.encode_text(input_ids), tokens=None, mask=attention_mask, grid=None)
+
+
+class _HFClipImage(nn.Module):
+    def __init__(self, vision_model: nn.Module) -> None:
+        super().__init__()
+        self.vision_model = vision_model
+        cfg = vision_model.config
+        self.out_dim = cfg.hidden_size
+        self.token_dim = cfg.hidden_size
+        self.image_size = (cfg.image_size, cfg.image_size)
+        self.patch_size = cfg.patch_size
+
+    def forward(self, images: Tensor) -> EncoderOutput:
+        out = self.vision_model(pixel_values=images)
+        tokens = out.last_hidden_state[:, 1:]
+        side = images.shape[-1] // self.patch_size
+        return EncoderOutput(pooled=out.pooler_output, tokens=tokens, mask=None, grid=(images.shape[-2] // self.patch_size, side))
+
+
+class _HFClipText(nn.Module):
+    def __init__(self, text_model: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.text_model = text_model
+        self.out_dim = text_model.config.hidden_size
+        self.token_dim = text_model.config.hidden_size
+        self.max_length = int(text_model.config.max_position_embeddings)
+        self.tokenizer = tokenizer
+
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> EncoderOutput:
+        out = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        mask = attention_mask.bool() if attention_mask is not None else None
+        return EncoderOutput(pooled=out.pooler_output, tokens=out.last_hidden_state, mask=mask, grid=None)
+
+
+class ClipDualEncoder(nn.Module):
+    """A pretrained CLIP presented as a DualEncoder (same attributes and methods).
+
+    `models_config` describes how to rebuild it (img_model = text_model = "clip_pair",
+    img_weights = the checkpoint path), so the shared checkpoint format can record it.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, image_proj: nn.Module,
+                 text_proj: nn.Module, logit_scale: float, models_config: ModelsConfig, fmt: str) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = image_proj
+        self.text_proj = text_proj
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        self.models_config = models_config
+        self.format = fmt
+
+    @property
+    def embed_dim(self) -> int:
+        return self.models_config.embed_dim
+
+    def _fit_size(self, images: Tensor) -> Tensor:
+        size = tuple(self.image_encoder.image_size)
+        if tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        return images
+
+    def forward_image(self, images: Tensor) -> tuple[Tensor, EncoderOutput]:
+        out = self.image_encoder(self._fit_size(images))
+        return self.image_proj(out.pooled), out
+
+    def forward_text(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> tuple[Tensor, EncoderOutput]:
+        out = self.text_encoder(input_ids, attention_mask)
+        return self.text_proj(out.pooled), out
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        emb, _ = self.forward_image(images)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, normalize: bool = True) -> Tensor:
+        emb, _ = self.forward_text(input_ids, attention_mask)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def tokenize(self, texts: List[str]) -> Dict[str, Tensor]:
+        enc = self.text_encoder.tokenizer(list(texts), padding=True, truncation=True,
+                                          max_length=self.text_encoder.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def _read_openai_state_dict(path: Path) -> Dict[str, Tensor]:
+    """State dict of an OpenAI-format checkpoint: TorchScript, plain, or wrapped training state."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except (RuntimeError, ValueError):
+        pass
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ClipPairError(f"Cannot read CLIP checkpoint {path}: {exc}. Pass an OpenAI-format .pth/.pt "
+                            "(state dict or TorchScript) or a Hugging Face CLIPModel folder.") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or "text_projection" not in {k.removeprefix("module.") for k in obj}:
+        raise ClipPairError(f"{path} is not an OpenAI-format CLIP checkpoint (no `text_projection` weight); "
+                            "pass a CLIP .pth such as PubMedCLIP's or a Hugging Face CLIPModel folder.")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def _freeze_first(blocks: Sequence[nn.Module], stem: Sequence[nn.Module], n: int) -> None:
+    """Freeze the stem (embeddings) and the first `n` blocks."""
+    if n <= 0:
+        return
+    for m in stem:
+        _freeze(m) if isinstance(m, nn.Module) else m.requires_grad_(False)
+    for block in list(blocks)[:n]:
+        _freeze(block)
+
+
+def _load_openai(path: Path) -> tuple[nn.Module, nn.Module, float, int]:
+    from open_clip.model import build_model_from_openai_state_dict
+
+    state = _read_openai_state_dict(path)
+    try:
+        clip = build_model_from_openai_state_dict(state, cast_dtype=None)
+    except (KeyError, RuntimeError, AssertionError) as exc:
+        raise ClipPairError(f"{path} looks like a CLIP checkpoint but open_clip cannot build it ({exc}); "
+                            "is it a complete OpenAI-format state dict?") from None
+    clip = clip.float().train()
+    embed_dim = int(clip.text_projection.shape[1])
+    logit_scale = float(clip.logit_scale.detach())
+    visual = clip.visual
+    clip.visual = nn.Identity()  # the text tower keeps the rest; the visual tower moves out
+    del clip.logit_scale  # held once, by the pair (safetensors refuses shared tensors)
+    image = _OpenClipImage(visual, embed_dim)
+    text = _OpenClipText(clip, embed_dim)
+    return image, text, logit_scale, embed_dim
+
+
+def _load_hf(path: Path) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, float, int]:
+    from transformers import AutoTokenizer, CLIPModel
+
+    try:
+        clip = CLIPModel.from_pretrained(str(path), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ClipPairError(f"Cannot load a Hugging Face CLIPModel and its tokenizer from {path}: {exc}") from None
+    image = _HFClipImage(clip.vision_model)
+    text = _HFClipText(clip.text_model, tokenizer)
+    return image, text, clip.visual_projection, clip.text_projection, float(clip.logit_scale.detach()), int(clip.config.projection_dim)
+
+
+def load_clip_pair(path: str | Path, freeze_image: bool = False, freeze_text: bool = False,
+                   freeze_image_layers: int = 0, freeze_text_layers: int = 0) -> ClipDualEncoder:
+    """Load a CLIP pair from a local OpenAI-format file or Hugging Face folder (see module doc).
+
+    Freezing: a whole tower (`freeze_image`/`freeze_text`, PubMedCLIP's FREEZE_VISION_ENCODER /
+    FREEZE_TEXT_ENCODER), or its embeddings plus first N transformer blocks / ResNet stages.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ClipPairError(f"CLIP checkpoint {path} does not exist; set method.params.PRETRAINED_MODEL_PATH "
+                            "(or models.img_weights) to a local PubMedCLIP .pth or a CLIPModel folder.")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ClipPairError(f"{path} is a folder without config.json; a Hugging Face CLIPModel folder is expected.")
+        image, text, image_proj, text_proj, logit_scale, embed_dim = _load_hf(path)
+        fmt = "hf"
+        vision, tmodel = image.vision_model, text.text_model
+        _freeze_first(vision.encoder.layers, [vision.embeddings, vision.pre_layrnorm], freeze_image_layers)
+        _freeze_first(tmodel.encoder.layers, [tmodel.embeddings], freeze_text_layers)
+    else:
+        image, text, logit_scale, embed_dim = _load_openai(path)
+        image_proj, text_proj = nn.Identity(), nn.Identity()
+        fmt = "openai"
+        visual, clip = image.visual, text.clip
+        if hasattr(visual, "transformer"):
+            stem = [m for m in (visual.conv1, getattr(visual, "ln_pre", None)) if m is not None]
+            stem += [visual.class_embedding, visual.positional_embedding]
+            _freeze_first(visual.transformer.resblocks, stem, freeze_image_layers)
+        else:  # ModifiedResNet: stem convs, then layer1..layer4
+            stem = [visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3]
+            _freeze_first([visual.layer1, visual.layer2, visual.layer3, visual.layer4], stem, freeze_image_layers)
+        _freeze_first(clip.transformer.resblocks, [clip.token_embedding, clip.positional_embedding], freeze_text_layers)
+    if freeze_image:
+        _freeze(image)
+        _freeze(image_proj)
+    if freeze_text:
+        _freeze(text)
+        _freeze(text_proj)
+    cfg = ModelsConfig(img_model=CLIP_PAIR, text_model=CLIP_PAIR, img_weights=str(path.resolve()), text_weights="",
+                       img_pretrained=True, text_pretrained=True, embed_dim=embed_dim, projection="linear",
+                       freeze_image=freeze_image, freeze_text=freeze_text, freeze_image_layers=freeze_image_layers,
+                       freeze_text_layers=freeze_text_layers)
+    return ClipDualEncoder(image, text, image_proj, text_proj, logit_scale, cfg, fmt)
+
+
+def is_clip_pair(cfg: ModelsConfig) -> bool:
+    """Whether a models config describes a CLIP pair (so `build_clip_pair` rebuilds it)."""
+    return cfg.img_model == CLIP_PAIR
+
+
+def build_clip_pair(cfg: ModelsConfig) -> ClipDualEncoder:
+    """Rebuild a CLIP pair from the models config that `load_clip_pair` recorded."""
+    if not cfg.img_weights:
+        raise ClipPairError("models.img_weights must name the CLIP checkpoint when models.img_model is 'clip_pair'.")
+    return load_clip_pair(cfg.img_weights, cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers,
+                          cfg.freeze_text_layers)
+
