@@ -1,0 +1,62 @@
+"""BIMCV-R reader (3D chest CT with English reports).
+
+Layout: `data_root/CT*/ct/*.nii.gz` and `data_root/meta/curated_ct_report_path_En.csv` with
+columns `path` and `Report_en`; a report belongs to the volume with the same basename. The
+`CT*` folder is the subject; each volume is a study (its basename without `.nii.gz`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.data.readers.common import check_volume, keep_reported, rows_to_frame, study_row
+from workbench.data.readers.registry import READERS
+from workbench.data.reports import read_csv_text
+from workbench.data.skips import SkipCounter
+
+REPORT_CSV = Path("meta") / "curated_ct_report_path_En.csv"
+
+
+def volume_stem(path: str | Path) -> str:
+    """'.../CT0001_a.nii.gz' -> 'CT0001_a' (also .nii)."""
+    name = Path(str(path)).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+@READERS.register("bimcv")
+def read_bimcv(root: str | Path, *, skips: SkipCounter, report_csv: str | Path = "", dataset_name: str = "bimcv",
+               check_images: bool = True, **_: object) -> pd.DataFrame:
+    """Studies of a BIMCV-R tree (volumes matched to reports by basename)."""
+    root = Path(root)
+    csv_path = Path(report_csv) if report_csv else root / REPORT_CSV
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"BIMCV-R report table {csv_path} is missing; expected columns path, Report_en "
+                                f"(pass report_csv=... if it lives elsewhere).")
+    table = read_csv_text(csv_path, skips)
+    missing = {"path", "Report_en"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{csv_path} lacks columns {sorted(missing)}; BIMCV-R reports need `path` and `Report_en`.")
+    reports = {volume_stem(p): text for p, text in zip(table["path"].astype(str), table["Report_en"])}
+    volumes = {volume_stem(p): p for p in sorted(root.glob("CT*/ct/*.nii*"))}
+    if not volumes:
+        raise FileNotFoundError(f"No volumes under {root}/CT*/ct/*.nii.gz; check data_root.")
+    rows = []
+    for stem in sorted(set(volumes) | set(reports)):
+        if stem not in volumes:
+            skips.skip("missing_image", f"{csv_path} (path {stem})", "report without a volume")
+            continue
+        if stem not in reports:
+            skips.skip("missing_report", volumes[stem], f"no row in {csv_path.name}")
+            continue
+        path = volumes[stem]
+        if check_images and not check_volume(path, skips):
+            continue
+        rows.append(study_row(subject_id=path.parent.parent.name, study_id=stem, dataset=dataset_name, modality="ct",
+                              image_paths=[str(path)], view="axial", text=reports[stem],
+                              report_source=f"{csv_path} (path {stem})"))
+    return rows_to_frame(keep_reported(rows, skips), skips)
