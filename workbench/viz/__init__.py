@@ -1,0 +1,1 @@
+"""Plots and widgets for inspecting a trained run: embedding maps, heat maps, retrieval, reports."""
