@@ -79,8 +79,8 @@ def assign_splits(df: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = 
     3. Subjects without any official split are drawn per modality with `seed` and `fractions`.
     """
     subjects = df["subject_id"].astype(str)
-    official = (df[official_column].map(normalise_split_name) if official_column in df.columns
-                else pd.Series([None] * len(df), index=df.index, dtype=object))
+    official = ([normalise_split_name(v) for v in df[official_column].astype(object)]
+                if official_column in df.columns else [None] * len(df))
     subject_split: Dict[str, str] = {}
     for subject, split in zip(subjects, official):
         if split is None:
