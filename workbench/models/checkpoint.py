@@ -136,6 +136,12 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
     meta = read_checkpoint_meta(folder)
     known = {f.name for f in dataclasses.fields(ModelsConfig)}
     cfg = ModelsConfig(**{k: v for k, v in meta["models"].items() if k in known})
+    if meta["image_encoder"] == "clip_pair":  # a pretrained CLIP pair (workbench.models.clip_pairs)
+        from workbench.models.clip_pairs import build_clip_pair
+
+        pair = build_clip_pair(cfg)
+        pair.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        return pair.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
     arch = dataclasses.replace(cfg, img_model=meta["image_encoder"], text_model=meta["text_encoder"],
                                img_pretrained=False, text_pretrained=False, tiny=False)
     image_encoder = build_image_encoder(arch)

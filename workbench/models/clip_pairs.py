@@ -13,6 +13,7 @@ for OpenAI CLIP), not cut at 77 characters as the seed does.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -21,7 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.config import ModelsConfig
-from workbench.models import EncoderOutput
+from workbench.io import atomic_path, write_json_atomic
+from workbench.models.dual import DualEncoder
+from workbench.models.registry import EncoderOutput
 
 # ModelsConfig.img_model / text_model value that marks a CLIP pair (its weights path in img_weights).
 CLIP_PAIR = "clip_pair"
@@ -117,27 +120,33 @@ class _HFClipText(nn.Module):
         return EncoderOutput(pooled=out.pooler_output, tokens=out.last_hidden_state, mask=mask, grid=None)
 
 
-class ClipDualEncoder(nn.Module):
+class ClipDualEncoder(DualEncoder):
     """A pretrained CLIP presented as a DualEncoder (same attributes and methods).
 
-    `models_config` describes how to rebuild it (img_model = text_model = "clip_pair",
-    img_weights = the checkpoint path), so the shared checkpoint format can record it.
+    The CLIP towers already end in their own projections, so `image_proj`/`text_proj` are
+    the HF projections or identities. `models_config` records how to rebuild the pair
+    (img_model = text_model = "clip_pair", img_weights = the checkpoint path).
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, image_proj: nn.Module,
                  text_proj: nn.Module, logit_scale: float, models_config: ModelsConfig, fmt: str) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # not DualEncoder.__init__: the heads come with the checkpoint
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.image_proj = image_proj
         self.text_proj = text_proj
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        self.embed_dim = models_config.embed_dim
+        self.frozen_image = models_config.freeze_image
+        self.frozen_text = models_config.freeze_text
+        self.max_text_tokens = int(text_encoder.max_length)
         self.models_config = models_config
         self.format = fmt
+        self.train(True)
 
-    @property
-    def embed_dim(self) -> int:
-        return self.models_config.embed_dim
+    def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0) -> None:
+        freeze_clip_pair(self, image, text, image_layers, text_layers)
+        self.train(self.training)
 
     def _fit_size(self, images: Tensor) -> Tensor:
         size = tuple(self.image_encoder.image_size)
@@ -145,26 +154,11 @@ class ClipDualEncoder(nn.Module):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         return images
 
-    def forward_image(self, images: Tensor) -> tuple[Tensor, EncoderOutput]:
-        out = self.image_encoder(self._fit_size(images))
-        return self.image_proj(out.pooled), out
+    def forward_image(self, images: Tensor, normalize: bool = True) -> tuple[Tensor, EncoderOutput]:
+        return super().forward_image(self._fit_size(images), normalize)
 
-    def forward_text(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> tuple[Tensor, EncoderOutput]:
-        out = self.text_encoder(input_ids, attention_mask)
-        return self.text_proj(out.pooled), out
-
-    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
-        emb, _ = self.forward_image(images)
-        return F.normalize(emb, dim=-1) if normalize else emb
-
-    def encode_text(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, normalize: bool = True) -> Tensor:
-        emb, _ = self.forward_text(input_ids, attention_mask)
-        return F.normalize(emb, dim=-1) if normalize else emb
-
-    def tokenize(self, texts: List[str]) -> Dict[str, Tensor]:
-        enc = self.text_encoder.tokenizer(list(texts), padding=True, truncation=True,
-                                          max_length=self.text_encoder.max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    def tokenize(self, texts: Sequence[str], max_length: Optional[int] = None) -> Dict[str, Tensor]:
+        return super().tokenize(texts, max_length)
 
 
 def _read_openai_state_dict(path: Path) -> Dict[str, Tensor]:
@@ -236,13 +230,37 @@ def _load_hf(path: Path) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, fl
     return image, text, clip.visual_projection, clip.text_projection, float(clip.logit_scale.detach()), int(clip.config.projection_dim)
 
 
+def freeze_clip_pair(pair: "ClipDualEncoder", image: bool = False, text: bool = False, image_layers: int = 0,
+                     text_layers: int = 0) -> None:
+    """Freeze a whole tower (PubMedCLIP's FREEZE_VISION_ENCODER / FREEZE_TEXT_ENCODER), or its
+    embeddings plus first N transformer blocks / ResNet stages."""
+    if pair.format == "hf":
+        vision, tmodel = pair.image_encoder.vision_model, pair.text_encoder.text_model
+        _freeze_first(vision.encoder.layers, [vision.embeddings, vision.pre_layrnorm], image_layers)
+        _freeze_first(tmodel.encoder.layers, [tmodel.embeddings], text_layers)
+    else:
+        visual, clip = pair.image_encoder.visual, pair.text_encoder.clip
+        if hasattr(visual, "transformer"):
+            stem = [visual.conv1, visual.ln_pre, visual.class_embedding, visual.positional_embedding]
+            _freeze_first(visual.transformer.resblocks, stem, image_layers)
+        else:  # ModifiedResNet: stem convs, then layer1..layer4
+            stem = [visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3]
+            _freeze_first([visual.layer1, visual.layer2, visual.layer3, visual.layer4], stem, image_layers)
+        _freeze_first(clip.transformer.resblocks, [clip.token_embedding, clip.positional_embedding], text_layers)
+    if image:
+        _freeze(pair.image_encoder)
+        _freeze(pair.image_proj)
+        pair.frozen_image = True
+    if text:
+        _freeze(pair.text_encoder)
+        _freeze(pair.text_proj)
+        pair.frozen_text = True
+
+
 def load_clip_pair(path: str | Path, freeze_image: bool = False, freeze_text: bool = False,
                    freeze_image_layers: int = 0, freeze_text_layers: int = 0) -> ClipDualEncoder:
-    """Load a CLIP pair from a local OpenAI-format file or Hugging Face folder (see module doc).
-
-    Freezing: a whole tower (`freeze_image`/`freeze_text`, PubMedCLIP's FREEZE_VISION_ENCODER /
-    FREEZE_TEXT_ENCODER), or its embeddings plus first N transformer blocks / ResNet stages.
-    """
+    """Load a CLIP pair from a local OpenAI-format file or Hugging Face folder (see module doc),
+    frozen as asked (see `freeze_clip_pair`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ClipPairError(f"CLIP checkpoint {path} does not exist; set method.params.PRETRAINED_MODEL_PATH "
@@ -252,33 +270,17 @@ def load_clip_pair(path: str | Path, freeze_image: bool = False, freeze_text: bo
             raise ClipPairError(f"{path} is a folder without config.json; a Hugging Face CLIPModel folder is expected.")
         image, text, image_proj, text_proj, logit_scale, embed_dim = _load_hf(path)
         fmt = "hf"
-        vision, tmodel = image.vision_model, text.text_model
-        _freeze_first(vision.encoder.layers, [vision.embeddings, vision.pre_layrnorm], freeze_image_layers)
-        _freeze_first(tmodel.encoder.layers, [tmodel.embeddings], freeze_text_layers)
     else:
         image, text, logit_scale, embed_dim = _load_openai(path)
         image_proj, text_proj = nn.Identity(), nn.Identity()
         fmt = "openai"
-        visual, clip = image.visual, text.clip
-        if hasattr(visual, "transformer"):
-            stem = [m for m in (visual.conv1, getattr(visual, "ln_pre", None)) if m is not None]
-            stem += [visual.class_embedding, visual.positional_embedding]
-            _freeze_first(visual.transformer.resblocks, stem, freeze_image_layers)
-        else:  # ModifiedResNet: stem convs, then layer1..layer4
-            stem = [visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3]
-            _freeze_first([visual.layer1, visual.layer2, visual.layer3, visual.layer4], stem, freeze_image_layers)
-        _freeze_first(clip.transformer.resblocks, [clip.token_embedding, clip.positional_embedding], freeze_text_layers)
-    if freeze_image:
-        _freeze(image)
-        _freeze(image_proj)
-    if freeze_text:
-        _freeze(text)
-        _freeze(text_proj)
     cfg = ModelsConfig(img_model=CLIP_PAIR, text_model=CLIP_PAIR, img_weights=str(path.resolve()), text_weights="",
                        img_pretrained=True, text_pretrained=True, embed_dim=embed_dim, projection="linear",
                        freeze_image=freeze_image, freeze_text=freeze_text, freeze_image_layers=freeze_image_layers,
                        freeze_text_layers=freeze_text_layers)
-    return ClipDualEncoder(image, text, image_proj, text_proj, logit_scale, cfg, fmt)
+    pair = ClipDualEncoder(image, text, image_proj, text_proj, logit_scale, cfg, fmt)
+    pair.freeze(freeze_image, freeze_text, freeze_image_layers, freeze_text_layers)
+    return pair
 
 
 def is_clip_pair(cfg: ModelsConfig) -> bool:
@@ -293,3 +295,31 @@ def build_clip_pair(cfg: ModelsConfig) -> ClipDualEncoder:
     return load_clip_pair(cfg.img_weights, cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers,
                           cfg.freeze_text_layers)
 
+
+
+def save_clip_pair(pair: ClipDualEncoder, folder: str | Path) -> Path:
+    """Write a fine-tuned pair in the shared checkpoint format (`encoders.safetensors` +
+    `encoders.json`); `workbench.models.load_encoders` rebuilds it from the original local
+    checkpoint named in the JSON and then loads these weights."""
+    from safetensors.torch import save_file
+
+    from workbench.models import checkpoint as ckpt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in pair.state_dict().items()}
+    with atomic_path(folder / ckpt.WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": ckpt.FORMAT, "format_version": str(ckpt.FORMAT_VERSION)})
+    meta = {
+        "format": ckpt.FORMAT,
+        "format_version": ckpt.FORMAT_VERSION,
+        "models": dataclasses.asdict(pair.models_config),
+        "image_encoder": CLIP_PAIR,
+        "text_encoder": CLIP_PAIR,
+        "clip_format": pair.format,
+        "embed_dim": pair.embed_dim,
+        "max_text_tokens": pair.max_text_tokens,
+        "extra_state": {},
+    }
+    write_json_atomic(folder / ckpt.META_FILE, meta)
+    return folder
