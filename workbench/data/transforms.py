@@ -13,7 +13,7 @@ series folders end in the same canonical orientation, spacing and shape.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -37,17 +37,22 @@ def to_model_tensor(image: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+class ModelTensor2D:
+    """Picklable 2D transform: optional torchvision v2 pipeline, then `to_model_tensor`
+    (a class rather than a closure so DataLoader workers started by spawn can receive it)."""
+
+    def __init__(self, pipeline: Optional[Callable] = None) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return to_model_tensor(self.pipeline(image) if self.pipeline is not None else image)
+
+
 def eval_transform_2d(image_size: int | None = None) -> Transform2D:
     """Deterministic: optional resize (when the cache size differs), then `to_model_tensor`."""
     from torchvision.transforms import v2
 
-    steps = [v2.Resize((image_size, image_size), antialias=True)] if image_size else []
-    pipeline = v2.Compose(steps)
-
-    def transform(image: torch.Tensor) -> torch.Tensor:
-        return to_model_tensor(pipeline(image))
-
-    return transform
+    return ModelTensor2D(v2.Resize((image_size, image_size), antialias=True) if image_size else None)
 
 
 def train_transform_2d(image_size: int, scale: Tuple[float, float] = (0.75, 1.0), degrees: float = 10.0,
@@ -55,16 +60,11 @@ def train_transform_2d(image_size: int, scale: Tuple[float, float] = (0.75, 1.0)
     """Random resized crop, small rotation and exposure jitter (no flip; see module docstring)."""
     from torchvision.transforms import v2
 
-    pipeline = v2.Compose([
+    return ModelTensor2D(v2.Compose([
         v2.RandomResizedCrop((image_size, image_size), scale=scale, ratio=(0.9, 1.1), antialias=True),
         v2.RandomRotation(degrees),
         v2.ColorJitter(brightness=brightness, contrast=contrast),
-    ])
-
-    def transform(image: torch.Tensor) -> torch.Tensor:
-        return to_model_tensor(pipeline(image))
-
-    return transform
+    ]))
 
 
 def volume_transform_3d(volume_size: Sequence[int], pixdim: Sequence[float] | None = CT_PIXDIM,
