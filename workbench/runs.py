@@ -149,8 +149,10 @@ class RunRecord:
     """
 
     def __init__(self, folder: str | os.PathLike, config: Mapping[str, Any], seed: Optional[int] = None,
-                 extra: Optional[Mapping[str, Any]] = None) -> None:
-        self.path = Path(folder) / "run.json"
+                 extra: Optional[Mapping[str, Any]] = None, filename: str = "run.json") -> None:
+        # `filename`: a notebook's own provenance beside the pipeline-level run.json
+        # (notebook 00 writes manifest.json), so notebooks never clobber each other's record.
+        self.path = Path(folder) / filename
         self.record: Dict[str, Any] = {
             "config": dict(config),
             "seed": seed,
