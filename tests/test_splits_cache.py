@@ -150,3 +150,25 @@ def test_volume_cache_has_fixed_shape_window_and_catches_truncated_nifti(tmp_pat
     assert skips.as_dict() == {"unreadable_volume": 1} and "b" not in cache
     with pytest.raises(BadInputError, match="b.nii.gz: unreadable volume"):
         build_volume_cache(df, tmp_path / "strict", (16, 16, 16), skips=SkipCounter(strict=True), progress=False)
+
+
+def test_prepare_run_data_drops_undecodable_studies_and_writes_manifest_and_cache(tmp_path):
+    from workbench.config import load_config
+    from workbench.data import prepare_run_data, read_manifest
+
+    root = tmp_path / "mimic"
+    for k in range(6):
+        study = root / "p10" / f"p1000000{k}" / f"s5000000{k}"
+        _jpeg(study / f"d{k}.jpg", np.full((40, 40), 30 * k, np.uint8))
+        (study.parent / f"s5000000{k}.txt").write_text(f"FINDINGS: Finding {k}.\nIMPRESSION: Impression {k}.")
+    truncated = root / "p10" / "p10000004" / "s50000004" / "d4.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:-200])
+    cfg = load_config("tiny", ["data.dataset=mimic", f"data.data_root={root}", "data.image_size=16"])
+    run_dir = tmp_path / "run"
+    df = prepare_run_data(cfg, run_dir, progress=False)
+    assert "s50000004" not in set(df["study_id"]) and len(df) == 5
+    assert df.attrs["skips"] == {"unreadable_image": 1}
+    back = read_manifest(run_dir / "manifest.parquet")
+    assert list(back["study_id"]) == list(df["study_id"]) and back["image_paths"].map(len).eq(1).all()
+    assert (run_dir / "cache" / "images_16.npy").is_file()
+    assert not [p for p in run_dir.rglob("*.tmp*")]
