@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -55,8 +56,8 @@ class TripletDataset(Dataset):
         if members.empty:
             raise MethodConfigError(f"No triplet of {source} has all three members among the "
                                     f"{len(ids)} training studies; mine triplets on this run's train split.")
-        self.index = torch.as_tensor(
-            [position.reindex(members[c].to_numpy()).to_numpy() for c in MEMBERS], dtype=torch.long).t().contiguous()
+        columns = [position.reindex(members[c].to_numpy()).to_numpy() for c in MEMBERS]
+        self.index = torch.from_numpy(np.stack(columns, axis=1).astype(np.int64))
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
