@@ -14,6 +14,7 @@ for OpenAI CLIP), not cut at 77 characters as the seed does.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -162,16 +163,17 @@ class ClipDualEncoder(DualEncoder):
 
 
 def _read_openai_state_dict(path: Path) -> Dict[str, Tensor]:
-    """State dict of an OpenAI-format checkpoint: TorchScript, plain, or wrapped training state."""
-    try:
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
-    except (RuntimeError, ValueError):
-        pass
+    """State dict of an OpenAI-format checkpoint: plain, wrapped training state, or TorchScript."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ClipPairError(f"Cannot read CLIP checkpoint {path}: {exc}. Pass an OpenAI-format .pth/.pt "
-                            "(state dict or TorchScript) or a Hugging Face CLIPModel folder.") from None
+    except Exception:  # noqa: BLE001 - not a plain pickle: maybe OpenAI's TorchScript archive
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise ClipPairError(f"Cannot read CLIP checkpoint {path}: {exc}. Pass an OpenAI-format .pth/.pt "
+                                "(state dict or TorchScript) or a Hugging Face CLIPModel folder.") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -206,7 +208,11 @@ def _load_openai(path: Path) -> tuple[nn.Module, nn.Module, float, int]:
     except (KeyError, RuntimeError, AssertionError) as exc:
         raise ClipPairError(f"{path} looks like a CLIP checkpoint but open_clip cannot build it ({exc}); "
                             "is it a complete OpenAI-format state dict?") from None
-    clip = clip.float().train()
+    # open_clip builds in OpenAI's half precision; reload the weights at full precision so a
+    # float32 fine-tuned checkpoint (PubMedCLIP) keeps every bit.
+    clip = clip.float()
+    clip.load_state_dict({k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")})
+    clip.train()
     embed_dim = int(clip.text_projection.shape[1])
     logit_scale = float(clip.logit_scale.detach())
     visual = clip.visual
