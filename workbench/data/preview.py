@@ -46,8 +46,8 @@ def plot_study_grid(manifest: pd.DataFrame, cache_dir: str | Path, n: int = 8, s
         ax.axis("off")
     for ax, i in zip(axes.ravel(), picks):
         image = ds_img.raw_image(int(i))[0].numpy()
-        if image.ndim == 3:
-            image = image[image.shape[0] // 2]
+        if image.ndim == 3:  # cached volumes are RAS [x, y, z]: middle axial slice, radiological view
+            image = image[::-1, ::-1, image.shape[2] // 2].T
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         report = str(ds_img.frame["report"].iat[int(i)]) or "(no report)"
         if len(report) > max_chars:

@@ -1,12 +1,14 @@
 """BIMCV-R reader (3D chest CT with English reports).
 
 Layout: `data_root/CT*/ct/*.nii.gz` and `data_root/meta/curated_ct_report_path_En.csv` with
-columns `path` and `Report_en`; a report belongs to the volume with the same basename. The
-`CT*` folder is the subject; each volume is a study (its basename without `.nii.gz`).
+columns `path` and `Report_en`; a report belongs to the volume with the same basename. Each volume is a
+study (its basename without `.nii.gz`). The subject is the BIDS `sub-S<n>` prefix of the
+basename (BIMCV's naming, e.g. `sub-S03936_ses-E08366_run-1_bp-chest_ct`), else the `CT*` folder.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ from workbench.data.reports import read_csv_text
 from workbench.data.skips import SkipCounter
 
 REPORT_CSV = Path("meta") / "curated_ct_report_path_En.csv"
+_BIDS_SUBJECT_RE = re.compile(r"^(sub-[A-Za-z0-9]+)_")
 
 
 def volume_stem(path: str | Path) -> str:
@@ -56,7 +59,8 @@ def read_bimcv(root: str | Path, *, skips: SkipCounter, report_csv: str | Path =
         path = volumes[stem]
         if check_images and not check_volume(path, skips):
             continue
-        rows.append(study_row(subject_id=path.parent.parent.name, study_id=stem, dataset=dataset_name, modality="ct",
+        bids = _BIDS_SUBJECT_RE.match(stem)
+        rows.append(study_row(subject_id=bids.group(1) if bids else path.parent.parent.name, study_id=stem, dataset=dataset_name, modality="ct",
                               image_paths=[str(path)], view="axial", text=reports[stem],
                               report_source=f"{csv_path} (path {stem})"))
     return rows_to_frame(keep_reported(rows, skips), skips)
