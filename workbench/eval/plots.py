@@ -1,0 +1,74 @@
+"""Figures of the evaluation suite: metric bars with 95 % CIs, ROC curves, leaderboard bars.
+
+Each function takes a tidy table (the rows `evaluate_run` writes) or scores, draws on a new
+or given matplotlib Axes and returns the Figure, so notebooks stay one call per figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def _axes(ax=None, figsize=(7, 3.5)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
+def metric_bars(table: pd.DataFrame, metrics: Sequence[str], group: str = "method", title: str = "", ax=None,
+                chance: Optional[dict] = None):
+    """Grouped bars of `metrics` per `group` value with CI whiskers (NaN CIs draw none)."""
+    fig, ax = _axes(ax, figsize=(max(6, 1.2 * len(metrics) + 2), 3.5))
+    groups = list(dict.fromkeys(table[group]))
+    width = 0.8 / max(1, len(groups))
+    x = np.arange(len(metrics))
+    for g, name in enumerate(groups):
+        sub = table[table[group] == name].drop_duplicates("metric", keep="last").set_index("metric")
+        values = np.array([sub["value"].get(m, np.nan) for m in metrics], dtype=float)
+        low = np.array([sub["ci_low"].get(m, np.nan) for m in metrics], dtype=float)
+        high = np.array([sub["ci_high"].get(m, np.nan) for m in metrics], dtype=float)
+        err = np.vstack([np.where(np.isfinite(low), values - low, 0), np.where(np.isfinite(high), high - values, 0)])
+        ax.bar(x + (g - (len(groups) - 1) / 2) * width, values, width, yerr=err, capsize=3, label=str(name))
+    if chance:
+        for i, m in enumerate(metrics):
+            if m in chance:
+                ax.hlines(chance[m], i - 0.4, i + 0.4, colors="k", linestyles="dashed",
+                          label="chance" if i == 0 else None)
+    ax.set_xticks(x, metrics, rotation=30, ha="right")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(scores_file: str | Path, findings: Optional[Sequence[str]] = None, ax=None, title: str = ""):
+    """ROC curve per finding from an `eval/<checkpoint>/zeroshot_<split>.npz` file."""
+    from sklearn.metrics import roc_curve
+
+    from workbench.eval.stats import roc_auc
+    from workbench.eval.zeroshot import binary_targets
+
+    fig, ax = _axes(ax, figsize=(4.5, 4.5))
+    with np.load(scores_file) as z:
+        scores, labels, names = z["scores"], z["labels"], [str(n) for n in z["findings"]]
+    for j, name in enumerate(names):
+        if findings and name not in findings:
+            continue
+        y, ok = binary_targets(labels[:, j])
+        if y[ok].all() or not y[ok].any():
+            continue  # a single-class column has no ROC curve
+        fpr, tpr, _ = roc_curve(y[ok], scores[ok, j])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(y[ok], scores[ok, j]):.2f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or Path(scores_file).parent.name)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
