@@ -173,6 +173,17 @@ def test_bimcv_matches_reports_by_basename(tmp_path):
     assert df.attrs["skips"] == {"missing_report": 1}
 
 
+def test_bimcv_subject_comes_from_the_bids_name_across_folders(tmp_path):
+    names = {"CT0001": "sub-S00007_ses-E00001_run-1_bp-chest_ct", "CT0002": "sub-S00007_ses-E00002_run-1_bp-chest_ct"}
+    for folder, name in names.items():
+        write_nifti(tmp_path / folder / "ct" / f"{name}.nii.gz")
+    (tmp_path / "meta").mkdir()
+    pd.DataFrame({"path": [f"{f}/ct/{n}.nii.gz" for f, n in names.items()], "Report_en": ["Nodule.", "Effusion."]}
+                 ).to_csv(tmp_path / "meta" / "curated_ct_report_path_En.csv", index=False)
+    df = build_manifest("bimcv", tmp_path)
+    assert set(df["subject_id"]) == {"sub-S00007"} and df["split"].nunique() == 1
+
+
 def test_roco_drops_missing_and_zero_byte_images_and_keeps_official_splits(tmp_path):
     for number, split in enumerate(("train", "validation", "test")):
         folder = tmp_path / "data" / split / "radiology"

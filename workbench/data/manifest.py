@@ -7,7 +7,7 @@ A manifest is a pandas DataFrame (stored as `manifest.parquet`), one row per stu
 | subject_id    | patient id (str); splits never put one subject in two splits          |
 | study_id      | study id (str), unique across the manifest                           |
 | dataset       | reader name that produced the row (demo, mimic, bimcv, ...)          |
-| modality      | 'cxr' (2D) or 'ct' (3D)                                              |
+| modality      | 'cxr' (2D; also other 2D sources such as ROCO) or 'ct' (3D)          |
 | view          | view position of `image_path` (PA, AP, LATERAL, axial, '' unknown)   |
 | image_path    | the study's primary image / volume (absolute path, str)              |
 | image_paths   | every image of the study (list of str; first == image_path)          |
@@ -21,6 +21,11 @@ Optional columns: `label_<Name>` (1 present, 0 absent, -1 uncertain, NaN unmenti
 `gt` (finding -> {assertion, severity, location}), `finding_boxes` (finding -> [x0, y0, x1, y1]
 in pixels of the stored image), `regions` (list of {name, box, sentence}), and `mask_path`
 (an .npz with one boolean mask per drawn finding).
+
+Reader-specific optional columns: `label_source` (which label file filled the label_ columns:
+'chexpert' / 'negbio' for MIMIC, 'chestxray14_gold' for IU) and `class_name` (class folders).
+`image_path` is '' for report-only sources (IU without images). Skipped and repaired studies
+are counted per reason in `df.attrs["skips"]` (see `workbench.data.skips`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Dict, Mapping
 
 import pandas as pd
 
@@ -111,12 +111,3 @@ def format_skips(counts: Mapping[str, int]) -> str:
     """One line for logs: 'missing_image=3 empty_report=1' (or 'none')."""
     return " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
 
-
-def first_existing(paths: Iterable[object]) -> Optional[object]:
-    """The first path-like whose file exists, else None (small helper for readers)."""
-    from pathlib import Path
-
-    for p in paths:
-        if p and Path(str(p)).exists():
-            return p
-    return None

@@ -9,8 +9,6 @@ the CSV's folder, and its `images/` subfolder. Rows with an empty text are dropp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 import pandas as pd
 
 from workbench.data.readers.common import check_image, check_volume, is_volume_path, keep_reported, rows_to_frame, \
@@ -68,11 +66,12 @@ def read_csv_pairs(root: str | Path, *, skips: SkipCounter, csv_path: str | Path
     rows = []
     for number, rec in enumerate(table.to_dict("records")):
         image = _resolve(str(rec[image_column]), bases)
-        ok = check_volume(image, skips) if (modality == "ct" or is_volume_path(image)) else check_image(image, skips)
-        if check_images and not ok:
-            continue
+        if check_images:
+            check = check_volume if (modality == "ct" or is_volume_path(image)) else check_image
+            if not check(image, skips):
+                continue
         study = str(rec[study_column]) if study_column else str(Path(str(rec[image_column])).with_suffix(""))
-        view: Optional[str] = rec.get(view_column) if view_column in table.columns else ""
+        view = rec.get(view_column) if view_column in table.columns else ""
         rows.append(study_row(subject_id=rec[subject_column], study_id=study, dataset=dataset_name, modality=modality,
                               image_paths=[str(image)], view="" if pd.isna(view) else str(view),
                               text=rec.get(text_column), findings=rec.get(findings_column) if findings_column else None,
