@@ -72,3 +72,40 @@ def roc_curves(scores_file: str | Path, findings: Optional[Sequence[str]] = None
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# Metrics each evaluation shows in the notebook's bar plot.
+FIGURE_METRICS = {
+    "retrieval": ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"],
+    "classaware": ["i2t_P@1", "i2t_P@5", "i2t_P@10", "i2t_P@10_any", "t2i_P@10", "kw_P@20", "kw_P@50"],
+    "zeroshot": ["AUC", "F1", "Acc"],
+    "probe": ["probe_AUC@1%", "probe_AUC@10%", "probe_AUC@100%"],
+}
+
+
+def evaluation_figure(results: pd.DataFrame, evaluation: str, split: Optional[str] = None):
+    """Bars (with CIs) of one evaluation's headline metrics per checkpoint; retrieval also draws
+    the chance level. None when the table holds no rows of that evaluation."""
+    rows = results[results["evaluation"] == evaluation]
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    if rows.empty:
+        return None
+    metrics = [m for m in FIGURE_METRICS.get(evaluation, sorted(set(rows["metric"]))) if m in set(rows["metric"])]
+    chance = {m[: -len("_chance")]: v for m, v in zip(rows["metric"], rows["value"]) if m.endswith("_chance")}
+    return metric_bars(rows, metrics, group="checkpoint", title=f"{evaluation} ({', '.join(sorted(set(rows['split'])))})",
+                       chance=chance or None)
+
+
+def roc_grid(run_dir: str | Path, split: str = "test"):
+    """Zero-shot ROC curves of every evaluated checkpoint, one panel each (None if none)."""
+    import matplotlib.pyplot as plt
+
+    files = sorted(Path(run_dir).glob(f"eval/*/zeroshot_{split}.npz"))
+    if not files:
+        return None
+    fig, axes = plt.subplots(1, len(files), figsize=(4.5 * len(files), 4.5), squeeze=False)
+    for ax, path in zip(axes[0], files):
+        roc_curves(path, ax=ax, title=f"{path.parent.name}: zero-shot ROC")
+    fig.tight_layout()
+    return fig

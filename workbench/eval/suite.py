@@ -168,3 +168,19 @@ def evaluate_run(run_dir: str | Path, methods: str | Sequence[str] = "all",
     new = pd.concat(tables, ignore_index=True)
     write_metrics(run_dir, new)
     return new
+
+
+def summary_table(results: pd.DataFrame, evaluation: str, metrics: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """One evaluation as a checkpoint x metric table of `value [ci_low, ci_high]` strings
+    (per-finding metrics, those with a '/', are left to the csv)."""
+    rows = results[results["evaluation"] == evaluation]
+    if metrics is None:
+        metrics = list(dict.fromkeys(m for m in rows["metric"] if "/" not in m))
+    rows = rows[rows["metric"].isin(metrics)]
+    if rows.empty:
+        return pd.DataFrame()
+    text = [f"{v:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else "")
+            for v, lo, hi in zip(rows["value"], rows["ci_low"], rows["ci_high"])]
+    table = rows.assign(text=text).pivot_table(index=["checkpoint", "split"], columns="metric", values="text",
+                                               aggfunc="last")
+    return table[[m for m in metrics if m in table.columns]]
