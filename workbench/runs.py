@@ -39,6 +39,7 @@ ARTIFACTS: Dict[str, tuple[str, str]] = {
 # run more than once (03 for each method) gets its executed copy named after the parameters.
 PIPELINE: List[tuple[str, Dict[str, Any]]] = [
     ("00_data_prep", {}),
+    ("04_evaluate", {}),
 ]
 
 _TRACKED_LIBRARIES = [
