@@ -246,7 +246,12 @@ class Method:
                             fields=fields, transform=transform, text_mode=text_mode)
 
     def epoch_size(self, dataset: torch.utils.data.Dataset) -> int:
-        """Samples per epoch (default: one pass). Methods with huge pools (triplets) cap it."""
+        """Samples per epoch (all processes together): `method.params.steps_per_epoch` x
+        batch_size when set (validation then comes every that many steps on one process),
+        else one pass over the dataset. MedTrim's triplet pool overrides the default."""
+        steps = self.param("steps_per_epoch", None)
+        if steps:
+            return int(steps) * self.cfg.training.batch_size * max(1, self.cfg.training.grad_accum)
         return len(dataset)  # type: ignore[arg-type]
 
     def tokenize(self, texts: Sequence[str]) -> Dict[str, Tensor]:
@@ -261,6 +266,14 @@ class Method:
     def collate(self, items: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         """Stack tensors, tokenise `text` into input_ids/attention_mask, keep the rest as lists."""
         return collate_items(items, self.tokenize)
+
+    # ------------------------------------------------------------------ methods that train themselves
+    trains_itself: ClassVar[bool] = False
+
+    def train_standalone(self, run_dir: str | Path, progress: bool = True) -> Path:
+        """For `trains_itself` methods (the frozen/locked baselines): do the whole run, write
+        `train/<name>-<seed>/` with its own run.json, return that folder."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ evaluation and export
     @torch.no_grad()

@@ -20,7 +20,7 @@ here are pooled encoder features through the projection heads, as for every meth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import numpy as np
 import pandas as pd
@@ -92,9 +92,8 @@ class MedTrimMethod(Method):
         return TripletDataset(read_triplets(path), studies, str(path))
 
     def epoch_size(self, dataset: Dataset) -> int:
-        steps: Optional[int] = self.param("steps_per_epoch", None)
-        if steps:
-            return int(steps) * self.cfg.training.batch_size
+        if self.param("steps_per_epoch", None):
+            return super().epoch_size(dataset)
         studies = getattr(dataset, "studies", None)
         n = len(studies) if studies is not None else len(dataset)  # type: ignore[arg-type]
         return max(self.cfg.training.batch_size, min(len(dataset), n))  # type: ignore[arg-type]

@@ -470,6 +470,9 @@ def train(cfg: ExperimentConfig, run_dir: Optional[str | Path] = None, progress:
     out_dir = train_folder(run_dir, cfg.method.name, cfg.training.random_seed)
     seed_everything(cfg.training.random_seed)  # initial weights of heads and random encoders
     method = create_method(cfg.method.name, cfg)
+    if method.trains_itself:  # baselines run their own recipe but land in the same place
+        folder = method.train_standalone(run_dir, progress=progress)
+        return TrainResult(Path(folder), 0, 0, None, None, False, pd.DataFrame())
     main = int(os.environ.get("RANK", "0")) == 0
     extra = {"method": cfg.method.name, "setting_hash": setting_hash(cfg), "kind": "train"}
     record = RunRecord(out_dir, to_dict(cfg), seed=cfg.training.random_seed, extra=extra)
