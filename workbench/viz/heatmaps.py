@@ -371,3 +371,104 @@ def heatmap(model: nn.Module, image: torch.Tensor, phrase: str = "", method: str
     if not phrase:
         raise ValueError(f"method {method!r} needs a phrase (an entity of the report or free text).")
     return functions[method]()
+
+
+# ----------------------------------------------------------------------------- session level
+
+def overlay_figure(image: np.ndarray, heat: np.ndarray, title: str = "", slice_index: Optional[int] = None,
+                   mask: Optional[np.ndarray] = None, alpha: float = 0.45):
+    """The image beside the image with the heat map on top (a volume: one axial slice); a
+    ground-truth mask, when given, is outlined."""
+    import matplotlib.pyplot as plt
+
+    image = np.asarray(image)
+    if image.ndim == 3:
+        depth = image.shape[0]
+        slice_index = depth // 2 if slice_index is None else int(np.clip(slice_index, 0, depth - 1))
+        image, heat = image[slice_index], heat[slice_index]
+        mask = mask[slice_index] if mask is not None and mask.ndim == 3 else mask
+        title = f"{title} (slice {slice_index + 1}/{depth})"
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title("image")
+    axes[1].imshow(image, cmap="gray")
+    shown = axes[1].imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+    if mask is not None and mask.any():
+        axes[1].contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.0)
+    axes[1].set_title(title, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+class AttentionInspector:
+    """Heat maps of a session's studies, each computed once and kept, so that moving a slice
+    slider or re-drawing never runs the model again."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.methods = available_methods(session.model)
+        self._maps: dict = {}
+
+    def phrases(self, i: int) -> List[str]:
+        """Phrases offered for study i: OBER's mentions of its report."""
+        from workbench.viz.report_view import entity_choices
+
+        return entity_choices(self.session.report(i))
+
+    def heatmap(self, i: int, phrase: str, method: str = "similarity") -> np.ndarray:
+        key = (int(i), phrase if method in ("similarity", "gradcam") else "", method)
+        if key not in self._maps:
+            self._maps[key] = heatmap(self.session.model, self.session.model_input(i), phrase, method)
+        return self._maps[key]
+
+    def figure(self, i: int, phrase: str, method: str = "similarity", slice_index: Optional[int] = None,
+               show_mask: bool = True):
+        heat = self.heatmap(i, phrase, method)
+        mask = None
+        if show_mask:
+            masks = self.session.finding_masks(i)
+            finding = _finding_for_phrase(phrase, masks)
+            mask = masks.get(finding) if finding else None
+        title = f"{METHOD_LABELS[method]}: '{phrase}'" if method in ("similarity", "gradcam") else METHOD_LABELS[method]
+        return overlay_figure(self.session.display_image(i), heat, title, slice_index, mask)
+
+
+def _finding_for_phrase(phrase: str, masks: dict) -> Optional[str]:
+    """The mask whose finding name the phrase mentions ('small left effusion' -> 'Effusion')."""
+    words = phrase.lower()
+    for name in masks:
+        if name.replace("_", " ").lower() in words:
+            return name
+    return None
+
+
+def finding_peak_rate(session, method: str = "similarity", progress: bool = True) -> PeakInMask:
+    """Over the session's studies: for each present finding with a ground-truth mask, does the
+    heat map of the finding's phrase peak inside the finding's mask? Against chance (mask area)."""
+    from tqdm.auto import tqdm
+
+    from workbench.viz.session import phrase_of, present_findings
+
+    maps, masks = [], []
+    for i in tqdm(range(len(session)), desc="peak-in-mask", disable=not progress, leave=False):
+        found = present_findings(session.frame.iloc[i])
+        if not found:
+            continue
+        study_masks = session.finding_masks(i)
+        if not study_masks:
+            continue
+        image = session.model_input(i)
+        for finding in found:
+            mask = study_masks.get(finding)
+            if mask is None or not mask.any():
+                continue
+            heat = heatmap(session.model, image, phrase_of(finding), method)
+            if heat.shape != mask.shape:
+                raise ValueError(f"heat map {heat.shape} and mask {mask.shape} of study {session.study_ids()[i]} "
+                                 "differ; the cache and the masks must share a resolution.")
+            maps.append(heat)
+            masks.append(mask)
+    return peak_in_mask_rate(maps, masks)
