@@ -149,3 +149,17 @@ def embed_split(model, manifest: pd.DataFrame, cache_dir: str | Path, split: str
     feats = split_features(model, manifest, cache_dir, split, store_dir, modality, batch_size, progress=progress)
     img, txt = project_features(model, feats.image_features, feats.text_features)
     return img, txt, feats
+
+
+@torch.no_grad()
+def image_features(model, dataset, batch_size: int = 32, progress: bool = True, desc: str = "image features") -> np.ndarray:
+    """Pooled image-encoder features [N, D] of a `StudyDataset` with an `image` field (no text)."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = _model_device(model)
+    parts = [model.image_encoder(batch["image"].to(device)).pooled.float().cpu()
+             for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc=desc,
+                               disable=not progress, leave=False)]
+    return torch.cat(parts).numpy() if parts else np.zeros((0, int(model.image_encoder.out_dim)), np.float32)

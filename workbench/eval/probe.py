@@ -105,3 +105,51 @@ def linear_probe(train_x, train_y, test_x, test_y, fractions: Sequence[float] = 
                 name = f"probe_Acc@{pct}"
             rows.append(metric_with_ci(name, stat(np.arange(len(ey))), bootstrap_ci(stat, len(ey), n_boot, seed)))
     return rows
+
+
+def class_folder_probe(model, root, work_dir, positive: str = "PNEUMONIA", subject_regex: str = "",
+                       image_size: int = 224, seed: int = 0, fractions: Sequence[float] = (0.01, 0.1, 1.0),
+                       batch_size: int = 32, n_boot: int = 200, max_studies: int | None = None,
+                       progress: bool = True) -> List[Dict[str, float]]:
+    """Binary linear probe on a labelled class-folder image set (e.g. ../shared/data/pneumonia_cxr:
+    normal vs pneumonia), split by patient (`subject_regex`) through the data layer's `folders`
+    reader; features of the model's frozen image encoder, cached under `work_dir`.
+
+    `max_studies` keeps a fixed-seed subset (for quick checks). Rows as `linear_probe`'s, on test.
+    """
+    from pathlib import Path
+
+    from workbench.data import build_manifest
+    from workbench.data.cache import build_image_cache
+    from workbench.data.datasets import StudyDataset
+    from workbench.eval.embed import encoder_fingerprint, image_features
+
+    work_dir = Path(work_dir)
+    manifest = build_manifest("folders", root, seed=seed, subject_regex=subject_regex)
+    column = f"label_{positive}"
+    if column not in manifest.columns:
+        raise ValueError(f"{root} has no class folder {positive!r}; classes: "
+                         f"{[c[len('label_'):] for c in manifest.columns if c.startswith('label_')]}.")
+    if max_studies and len(manifest) > max_studies:
+        manifest = manifest.sample(n=max_studies, random_state=seed).reset_index(drop=True)
+    build_image_cache(manifest, work_dir / "cache", image_size, progress=progress)
+    key = encoder_fingerprint(model, f"{root}|{image_size}|{len(manifest)}|{seed}")
+    path = work_dir / f"probe_features_{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            train_x, train_y, test_x, test_y = z["train_x"], z["train_y"], z["test_x"], z["test_y"]
+    else:
+        parts = {}
+        for split in ("train", "test"):
+            ds = StudyDataset(manifest, work_dir / "cache", split=split, fields=("image",), image_size=image_size)
+            y = (ds.frame[column].astype(float).to_numpy() == 1).astype(int)
+            parts[split] = (image_features(model, ds, batch_size, progress, desc=f"probe {split}"), y)
+        train_x, train_y = parts["train"]
+        test_x, test_y = parts["test"]
+        from workbench.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    return linear_probe(train_x, train_y, test_x, test_y, fractions=fractions, task="binary", seed=seed,
+                        n_boot=n_boot)
