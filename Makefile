@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench clean-runs
+.PHONY: setup browser-deps demo test test-fast bench clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's Chromium for tests/test_browser.py (Python playwright comes with the dev extra; a
+# browser is never downloaded). Idempotent, and tolerant: without root or apt-get it prints a
+# note and the browser test skips with its reason.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "note: could not install Debian's chromium (needs root and apt-get); the browser test will skip."
+
 demo: setup
 	$(BIN)/python -m workbench.runs pipeline
 
-test: setup
+test: setup browser-deps
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup
