@@ -144,15 +144,34 @@ class RegionField:
             return []
         return list(json.loads(value) if isinstance(value, str) else value)
 
+    @staticmethod
+    def merge_by_sentence(regions: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+        """One region per distinct sentence: a sentence describing several regions ("no
+        effusion" for both lungs) gets the union of their boxes, so the within-image contrast
+        never treats two descriptions of the same text as competitors. Regions without a
+        sentence are dropped."""
+        merged: Dict[str, List[float]] = {}
+        for region in regions:
+            sentence = str(region.get("sentence") or "").strip()
+            if not sentence:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in region["box"])
+            if sentence in merged:
+                b = merged[sentence]
+                merged[sentence] = [min(b[0], x0), min(b[1], y0), max(b[2], x1), max(b[3], y1)]
+            else:
+                merged[sentence] = [x0, y0, x1, y1]
+        return [{"box": box, "sentence": sentence} for sentence, box in merged.items()]
+
     def __call__(self, ds, i: int) -> Dict[str, Any]:
-        regions = [r for r in self.regions_of(ds, i) if str(r.get("sentence", "")).strip()]
+        regions = self.merge_by_sentence(self.regions_of(ds, i))
         if not regions:
             return {"boxes": torch.zeros(0, 4), "sentences": []}
         if i not in self._sizes:
             self._sizes[i] = _stored_size(str(ds.frame["image_path"].iat[i]))
         size = int(ds.cache.array.shape[-1])  # the cache's letterboxed side (memory-mapped, no read)
         boxes = letterbox_boxes(np.asarray([r["box"] for r in regions], dtype=np.float32), self._sizes[i], size)
-        return {"boxes": torch.from_numpy(boxes), "sentences": [str(r["sentence"]) for r in regions]}
+        return {"boxes": torch.from_numpy(boxes), "sentences": [r["sentence"] for r in regions]}
 
 
 @METHODS.register("asg")
