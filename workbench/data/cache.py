@@ -87,7 +87,7 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     scale = size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR), dtype=np.uint8)
+    resized = np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR), dtype=np.uint8)
     if (new_h, new_w) == (size, size):
         return resized
     canvas = np.zeros((size, size), dtype=np.uint8)

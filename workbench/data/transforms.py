@@ -20,7 +20,10 @@ import torch
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CT_WINDOW = (-1000.0, 1000.0)  # HU range mapped to [0, 1] (lung to bone, as CT-CLIP clips)
-CT_PIXDIM = (1.5, 1.5, 3.0)  # mm; coarse enough to keep resampling cheap before the resize
+# mm. Finer input is resampled to this, coarser input is left as it is (never upsampled): the
+# volume is resized to `volume_size` anyway, and 3 mm keeps ~117 voxels across a 350 mm chest,
+# enough for volume sizes up to ~112 (pass a finer pixdim for larger ones).
+CT_PIXDIM = (3.0, 3.0, 3.0)
 
 Transform2D = Callable[[torch.Tensor], torch.Tensor]
 
@@ -85,7 +88,8 @@ def volume_transform_3d(volume_size: Sequence[int], pixdim: Sequence[float] | No
         steps.append(LoadImage(image_only=True, ensure_channel_first=True))
     steps.append(Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if pixdim is not None:
-        steps.append(Spacing(pixdim=tuple(pixdim), mode="bilinear", dtype=torch.float32))
+        steps.append(Spacing(pixdim=tuple(pixdim), mode="bilinear", dtype=torch.float32,
+                             min_pixdim=tuple(pixdim), max_pixdim=1e6))
     steps += [
         ScaleIntensityRange(a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True),
         CropForeground(select_fn=lambda x: x > 0.02, margin=2, allow_smaller=True),
