@@ -7,6 +7,8 @@ notebook can find what an earlier one wrote by name alone (`find_run_dir`).
 CLI (`python -m workbench.runs`):
     notebook NAME [-p key value]...   one notebook into a run folder
     pipeline [-p key value]...        notebooks 00..05 in order into one new run folder
+    sweep [--methods all] [--seeds 3] every method + frozen/locked on one split, one leaderboard
+                                      (workbench.sweep.run_sweep)
 """
 
 from __future__ import annotations
@@ -261,7 +263,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pipe = sub.add_parser("pipeline", help="run notebooks 00..05 into one new run folder")
     pipe.add_argument("--run-dir", default=None)
     pipe.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    from workbench.sweep import add_arguments as add_sweep_arguments, run_from_args as run_sweep_from_args
+
+    add_sweep_arguments(sub.add_parser("sweep", help="every method + frozen/locked on one split; one leaderboard"))
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        return run_sweep_from_args(args)
     params = _parse_params(args.p)
 
     if args.command == "notebook":
