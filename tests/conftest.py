@@ -63,3 +63,24 @@ def execute_notebook():
         return run_notebook(name, run_dir, parameters, progress=False)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_inspect_run(tmp_path_factory, tiny_manifest) -> Path:
+    """A tiny run folder to inspect (notebook 05): manifest, 64-px image cache, and an untrained
+    tiny DualEncoder (tiny ViT + tiny BERT) saved as the checkpoint `train/tiny-0/`."""
+    import torch
+
+    from workbench.config import ModelsConfig
+    from workbench.data import write_manifest
+    from workbench.data.cache import build_image_cache
+    from workbench.models import build_dual_encoder, save_encoders
+
+    run = tmp_path_factory.mktemp("inspect_run")
+    write_manifest(tiny_manifest, run / "manifest.parquet")
+    build_image_cache(tiny_manifest, run / "cache", 64, progress=False, num_workers=1)
+    cfg = ModelsConfig(img_model="tiny_vit", text_model="tiny_bert", img_pretrained=False, text_pretrained=False,
+                       embed_dim=16)
+    torch.manual_seed(0)
+    save_encoders(build_dual_encoder(cfg), run / "train" / "tiny-0", cfg)
+    return run

@@ -375,19 +375,25 @@ def heatmap(model: nn.Module, image: torch.Tensor, phrase: str = "", method: str
 
 # ----------------------------------------------------------------------------- session level
 
+def axial_slice(volume: np.ndarray, index: int) -> np.ndarray:
+    """Axial slice `index` of a RAS-ordered volume [x, y, z] (the cache's orientation), shown
+    radiologically: anterior up, the patient's right on the viewer's left."""
+    return np.asarray(volume)[:, :, index].T[::-1, ::-1]
+
+
 def overlay_figure(image: np.ndarray, heat: np.ndarray, title: str = "", slice_index: Optional[int] = None,
                    mask: Optional[np.ndarray] = None, alpha: float = 0.45):
-    """The image beside the image with the heat map on top (a volume: one axial slice); a
-    ground-truth mask, when given, is outlined."""
+    """The image beside the image with the heat map on top (a volume: one axial slice, see
+    `axial_slice`); a ground-truth mask, when given, is outlined."""
     import matplotlib.pyplot as plt
 
     image = np.asarray(image)
     if image.ndim == 3:
-        depth = image.shape[0]
+        depth = image.shape[-1]
         slice_index = depth // 2 if slice_index is None else int(np.clip(slice_index, 0, depth - 1))
-        image, heat = image[slice_index], heat[slice_index]
-        mask = mask[slice_index] if mask is not None and mask.ndim == 3 else mask
-        title = f"{title} (slice {slice_index + 1}/{depth})"
+        image, heat = axial_slice(image, slice_index), axial_slice(heat, slice_index)
+        mask = axial_slice(mask, slice_index) if mask is not None and mask.ndim == 3 else mask
+        title = f"{title} (axial slice {slice_index + 1}/{depth})"
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
     axes[0].imshow(image, cmap="gray")
     axes[0].set_title("image")

@@ -13,7 +13,6 @@ from typing import Any, Iterable, List, Optional, Sequence
 import pandas as pd
 
 ENTITY_FIELDS = ("concept", "assertion", "severity", "location", "change")
-ASSERTION_COLOURS = {"present": "#f8c9c4", "absent": "#c8e6c9", "uncertain": "#ffe8a3"}
 
 
 def entity_field(entity: Any, name: str, default: Any = None) -> Any:
@@ -21,6 +20,17 @@ def entity_field(entity: Any, name: str, default: Any = None) -> Any:
     if isinstance(entity, dict):
         return entity.get(name, default)
     return getattr(entity, name, default)
+
+
+def entity_span(entity: Any) -> Optional[tuple]:
+    """(start, end) characters of a mention: its `span`, or its `start` and `end`."""
+    span = entity_field(entity, "span")
+    if span is not None and len(span) == 2:
+        return int(span[0]), int(span[1])
+    start, end = entity_field(entity, "start"), entity_field(entity, "end")
+    if start is None or end is None:
+        return None
+    return int(start), int(end)
 
 
 def _as_text(value: Any) -> str:
@@ -37,8 +47,8 @@ def entity_table(text: str, entities: Optional[Sequence[Any]] = None) -> pd.Data
         entities = extract_entities(text)
     rows = []
     for entity in entities:
-        span = entity_field(entity, "span")
-        words = text[int(span[0]):int(span[1])] if span is not None and len(span) == 2 else ""
+        span = entity_span(entity)
+        words = text[span[0]:span[1]] if span else ""
         rows.append({"text": words, **{f: _as_text(entity_field(entity, f)) for f in ENTITY_FIELDS}})
     return pd.DataFrame(rows, columns=["text", *ENTITY_FIELDS])
 
@@ -65,19 +75,12 @@ def entity_choices(text: str, entities: Optional[Iterable[Any]] = None) -> List[
         entities = extract_entities(text)
     seen: List[str] = []
     for entity in entities:
-        span = entity_field(entity, "span")
-        words = text[int(span[0]):int(span[1])].strip() if span is not None and len(span) == 2 else ""
+        span = entity_span(entity)
+        words = text[span[0]:span[1]].strip() if span else ""
         words = words or _as_text(entity_field(entity, "concept"))
         if words and words not in seen:
             seen.append(words)
     return seen
-
-
-def legend_html() -> str:
-    swatches = "".join(
-        f'<span style="background:{colour};padding:1px 6px;margin-right:6px;border-radius:3px">{name}</span>'
-        for name, colour in ASSERTION_COLOURS.items())
-    return f'<div style="font-size:12px;margin:4px 0">assertion: {swatches}</div>'
 
 
 def report_html(text: str, study_id: str = "", entities: Optional[Sequence[Any]] = None) -> str:
@@ -90,4 +93,6 @@ def report_html(text: str, study_id: str = "", entities: Optional[Sequence[Any]]
             f"{highlighted_report(text, entities)}</div>")
     rows = (table.to_html(index=False, escape=True, border=0, classes="wb-entities")
             if not table.empty else "<p><i>OBER found no entities in this report.</i></p>")
+    from workbench.ober import legend_html
+
     return f"{title}{body}{legend_html()}{rows}"

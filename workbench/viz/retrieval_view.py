@@ -78,9 +78,11 @@ def thumbnail_uri(image: np.ndarray, size: int = 96) -> str:
     """A small PNG data URI of a uint8 image (a volume shows its middle axial slice)."""
     from PIL import Image
 
+    from workbench.viz.heatmaps import axial_slice
+
     arr = np.asarray(image)
     if arr.ndim == 3:
-        arr = arr[arr.shape[0] // 2]
+        arr = np.ascontiguousarray(axial_slice(arr, arr.shape[-1] // 2))
     pil = Image.fromarray(arr.astype(np.uint8))
     pil.thumbnail((size, size))
     buffer = io.BytesIO()

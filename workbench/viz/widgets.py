@@ -72,7 +72,7 @@ def attention_widget(inspector: AttentionInspector) -> W.VBox:
     show = W.Button(description="Show heat map", button_style="primary")
     show.add_class("wb-attention-show")
     is_volume = session.display_image(0).ndim == 3
-    depth = session.display_image(0).shape[0] if is_volume else 1
+    depth = session.display_image(0).shape[-1] if is_volume else 1
     slice_slider = W.IntSlider(value=depth // 2, min=0, max=max(depth - 1, 0), description="slice",
                                continuous_update=False, layout=W.Layout(display="flex" if is_volume else "none"))
     out = W.Output()
