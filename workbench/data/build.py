@@ -66,7 +66,7 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
     """Notebook 00's work: data (generated for the demo) -> `run_dir/manifest.parquet` + `run_dir/cache/`.
 
     With `dataset='demo'` and an empty `data_root` the phantom dataset is generated into
-    `run_dir/data/` (seeded by `data.split_seed`; reused when already there). The 2D cache is
+    `run_dir/data/` (seeded by `data.split_seed`; reused when the same demo is already there). The 2D cache is
     built at `data.image_size`, the 3D cache at `data.volume_size`. Studies whose image fails to
     decode are dropped from the manifest and counted in `attrs["skips"]`.
     """
@@ -76,12 +76,11 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
     run_dir = Path(run_dir)
     root: str | Path = data.data_root
     if data.dataset == "demo" and not root:
-        root = run_dir / "data"
-        if not (root / "ground_truth.parquet").is_file():
-            from workbench.data.phantom import generate_demo
+        from workbench.data.phantom import generate_demo
 
-            generate_demo(root, n_studies=data.n_studies, n_ct_studies=data.n_ct_studies, image_size=data.image_size,
-                          volume_size=tuple(data.volume_size), seed=data.split_seed, progress=progress)
+        root = run_dir / "data"  # generate_demo reuses a folder that already holds this exact demo
+        generate_demo(root, n_studies=data.n_studies, n_ct_studies=data.n_ct_studies, image_size=data.image_size,
+                      volume_size=tuple(data.volume_size), seed=data.split_seed, progress=progress)
     counter = SkipCounter(strict=data.strict)
     df = build_manifest(data.dataset, root, seed=data.split_seed, split_fractions=tuple(data.split_fractions),
                         strict=data.strict, skips=counter, **reader_options(data))

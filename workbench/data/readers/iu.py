@@ -66,9 +66,7 @@ def read_iu(root: str | Path, *, skips: SkipCounter, image_root: str | Path = ""
         source = f"{root / naming[0]} (uid {uid})"
         paths: List[str] = []
         views: Dict[str, str] = {}
-        if image_dir is None:
-            skips.keep("image_absent_kept", source)
-        else:
+        if image_dir is not None:
             for filename, projection in by_uid.get(uid, []):
                 path = image_dir / filename
                 if not check_images or check_image(path, skips):
@@ -82,6 +80,9 @@ def read_iu(root: str | Path, *, skips: SkipCounter, image_root: str | Path = ""
                               view=views.get(paths[0], "") if paths else "", findings=rec.get("findings"),
                               impression=rec.get("impression"), report_source=source))
     df = rows_to_frame(keep_reported(rows, skips), skips)
+    if image_dir is None:
+        for uid in df["study_id"]:
+            skips.keep("image_absent_kept", f"{root / naming[0]} (uid {uid})")
     gold = root / GOLD_LABELS
     if gold.is_file() and not df.empty:
         labels = read_csv_text(gold, skips)
