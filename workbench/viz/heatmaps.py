@@ -441,6 +441,21 @@ class AttentionInspector:
         title = f"{METHOD_LABELS[method]}: '{phrase}'" if method in ("similarity", "gradcam") else METHOD_LABELS[method]
         return overlay_figure(self.session.display_image(i), heat, title, slice_index, mask)
 
+    def save_png(self, i: int, phrase: str, method: str = "similarity", slice_index: Optional[int] = None):
+        """The figure of study i written atomically to `inspect/attention-<study>-<method>.png`."""
+        import matplotlib.pyplot as plt
+
+        from workbench.io import atomic_path
+
+        path = self.session.inspect_dir / f"attention-{self.session.study_ids()[i]}-{method}.png"
+        fig = self.figure(i, phrase, method, slice_index)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        finally:
+            plt.close(fig)
+        return path
+
 
 def _finding_for_phrase(phrase: str, masks: dict) -> Optional[str]:
     """The mask whose finding name the phrase mentions ('small left effusion' -> 'Effusion')."""
@@ -451,9 +466,10 @@ def _finding_for_phrase(phrase: str, masks: dict) -> Optional[str]:
     return None
 
 
-def finding_peak_rate(session, method: str = "similarity", progress: bool = True) -> PeakInMask:
+def finding_peak_rate(session, method: str = "similarity", progress: bool = True, save: bool = True) -> PeakInMask:
     """Over the session's studies: for each present finding with a ground-truth mask, does the
-    heat map of the finding's phrase peak inside the finding's mask? Against chance (mask area)."""
+    heat map of the finding's phrase peak inside the finding's mask? Against chance (mask area).
+    With `save`, the figures go to `inspect/peak_in_mask-<method>.json`."""
     from tqdm.auto import tqdm
 
     from workbench.viz.session import phrase_of, present_findings
@@ -477,4 +493,12 @@ def finding_peak_rate(session, method: str = "similarity", progress: bool = True
                                  "differ; the cache and the masks must share a resolution.")
             maps.append(heat)
             masks.append(mask)
-    return peak_in_mask_rate(maps, masks)
+    result = peak_in_mask_rate(maps, masks)
+    if save:
+        from workbench.io import write_json_atomic
+
+        write_json_atomic(session.inspect_dir / f"peak_in_mask-{method}.json",
+                          {"method": method, "split": session.split, "checkpoint": session.checkpoint.name,
+                           "rate": result.rate if result.n else None,
+                           "chance": result.chance if result.n else None, "n": result.n})
+    return result
