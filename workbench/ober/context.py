@@ -100,6 +100,9 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
                 concepts, is_normal = table[tokens[best][2].qual]
                 first, last = (i, best) if i < best else (best, i)
                 assertion = _ABSENT if is_normal else _assertion(tokens, lo, hi, first, last)
+                verdict = tokens[best][2]
+                if assertion[0] == PRESENT and verdict.trig & UNC_PRE:  # "heart size is borderline"
+                    assertion = (UNCERTAIN, verdict.hedge)
                 for c in concepts:
                     mentions.append(Mention(c, assertion, tokens[first][0], tokens[last][1], first, last))
         defaults = onto.qualifier_default

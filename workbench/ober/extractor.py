@@ -66,6 +66,18 @@ def to_entity(m: Mention, text: str, onto: Ontology) -> Entity:
     )
 
 
+def mention_dict(m: Mention, text: str, onto: Ontology) -> Dict[str, Any]:
+    """The JSON-ready form of a mention (same keys as `Entity.to_dict`), built without dataclasses."""
+    lat = normalise_laterality(m.laterality)
+    zone = sorted(m.zone) if m.zone else []
+    lobe = sorted(m.lobe) if m.lobe else []
+    return {"concept": onto.concepts[m.concept], "assertion": ASSERTION_NAMES[m.assertion],
+            "severity": normalise_severity(m.severity), "laterality": lat, "zone": zone, "lobe": lobe,
+            "change": m.change[0] if m.change else None, "hedge": HEDGE_NAMES.get(m.hedge),
+            "start": m.start, "end": m.end, "text": text[m.start:m.end],
+            "location": location_terms(lat, zone, lobe)}
+
+
 def extract(text: Any, onto: Optional[Ontology] = None) -> List[Entity]:
     """Entities of one report, in text order.
 

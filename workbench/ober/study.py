@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from workbench.data.labels import label_column
 from workbench.ober.context import ASSERTION_NAMES
-from workbench.ober.extractor import analyse, to_entity
+from workbench.ober.extractor import analyse, mention_dict
 from workbench.ober.labels import aggregate
 from workbench.ober.meta import Mention, location_terms, normalise_laterality, normalise_severity
 from workbench.ober.ontology import LabelSet, Ontology, load_ontology
@@ -68,7 +68,7 @@ def study_findings(mentions: Sequence[Mention], labelset: LabelSet, onto: Ontolo
 
 
 def _entities_json(text: Any, mentions: Sequence[Mention], onto: Ontology) -> str:
-    return json.dumps([to_entity(m, text, onto).to_dict() for m in mentions], separators=(",", ":"))
+    return json.dumps([mention_dict(m, text, onto) for m in mentions], separators=(",", ":"))
 
 
 def _process(texts: Sequence[Any], label_set: str, dataset_labels: Optional[Sequence[Mapping[str, float]]],

@@ -1,0 +1,188 @@
+"""OBER's extraction rules: negation / uncertainty patterns and scopes, normal-anatomy
+statements, meta-entity normalisation, text handling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from workbench.ober import extract, highlight_html, label_reports
+from workbench.ober.text import lower_text, sections, split_sentences
+
+
+def assertions(text: str) -> dict:
+    """concept -> assertion of its first mention."""
+    out: dict = {}
+    for e in extract(text):
+        out.setdefault(e.concept, e.assertion)
+    return out
+
+
+@pytest.mark.parametrize("text", [
+    "No pneumothorax.",
+    "There is no pneumothorax.",
+    "Without pneumothorax.",
+    "The lungs are free of pneumothorax.",
+    "Negative for pneumothorax.",
+    "No evidence of pneumothorax.",
+    "Pneumothorax has resolved.",
+    "Pneumothorax is not seen.",
+    "Pneumothorax was not detected.",
+    "The previously seen pneumothorax, which was small, has disappeared.",
+])
+def test_negated_finding_is_absent(text):
+    assert assertions(text)["pneumothorax"] == "absent"
+
+
+@pytest.mark.parametrize("text, hedge", [
+    ("Findings may represent pneumonia.", "possible"),
+    ("Possible pneumonia.", "possible"),
+    ("Pneumonia cannot be excluded.", "possible"),
+    ("Opacity suggestive of pneumonia.", "possible"),
+    ("Atelectasis versus pneumonia.", "alternative"),
+    ("Right basilar opacity, probably pneumonia.", "probable"),
+    ("Nodular opacity (pneumonia?)", "possible"),
+])
+def test_hedged_finding_is_uncertain_with_its_hedge_kind(text, hedge):
+    ents = [e for e in extract(text) if e.concept == "pneumonia"]
+    assert ents and ents[0].assertion == "uncertain"
+    assert ents[0].hedge == hedge
+
+
+def test_versus_makes_both_alternatives_uncertain():
+    a = assertions("Left basilar atelectasis versus pneumonia.")
+    assert a["atelectasis"] == "uncertain" and a["pneumonia"] == "uncertain"
+
+
+def test_negation_covers_coordinated_findings():
+    a = assertions("No focal consolidation, pleural effusion, or pneumothorax.")
+    assert a == {"consolidation": "absent", "pleural_effusion": "absent", "pneumothorax": "absent"}
+
+
+@pytest.mark.parametrize("text", [
+    "No pneumothorax but there is a small effusion.",
+    "No pneumothorax; small effusion.",
+    "No pneumothorax. Small effusion.",
+    "No pneumothorax, however a small effusion is present.",
+    "No pneumothorax although small effusion persists.",
+])
+def test_negation_scope_ends_at_terminators_and_sentence_ends(text):
+    a = assertions(text)
+    assert a["pneumothorax"] == "absent"
+    assert a["effusion"] == "present"
+
+
+def test_pseudo_trigger_does_not_negate():
+    assert assertions("No change in the moderate cardiomegaly.")["cardiomegaly"] == "present"
+
+
+def test_uncertainty_before_a_finding_does_not_reach_back():
+    a = assertions("Minimal patchy airspace disease within the lingula, may reflect atelectasis.")
+    assert a["lung_opacity"] == "present" and a["atelectasis"] == "uncertain"
+
+
+@pytest.mark.parametrize("text", [
+    "Heart size is normal.",
+    "Normal cardiomediastinal silhouette.",
+    "The heart is normal in size.",
+    "The cardiac silhouette is within normal limits.",
+    "The heart is not enlarged.",
+])
+def test_normal_anatomy_statement_is_not_a_finding(text):
+    labels = label_reports([text], "chestxray14")
+    assert labels.loc[0, "Cardiomegaly"] == 0
+    assert labels.loc[0, "normal"] == 1
+
+
+@pytest.mark.parametrize("text", ["The heart is enlarged.", "Enlarged cardiac silhouette.",
+                                  "The cardiac silhouette is mildly enlarged.", "Cardiomegaly."])
+def test_enlarged_heart_statement_is_cardiomegaly(text):
+    labels = label_reports([text], "chestxray14")
+    assert labels.loc[0, "Cardiomegaly"] == 1
+    assert labels.loc[0, "normal"] == 0
+
+
+@pytest.mark.parametrize("text, severity", [
+    ("Trace pleural effusion.", "mild"), ("Small pleural effusion.", "mild"), ("Mild cardiomegaly.", "mild"),
+    ("Moderate pleural effusion.", "moderate"), ("Large pleural effusion.", "severe"),
+    ("Severe cardiomegaly.", "severe"),
+])
+def test_severity_is_normalised(text, severity):
+    assert extract(text)[0].severity == severity
+
+
+@pytest.mark.parametrize("text, laterality, zone, lobe", [
+    ("Right lower lobe pneumonia.", "right", ["lower"], ["right lower lobe"]),
+    ("Bibasilar atelectasis.", "bilateral", ["basilar"], []),
+    ("Atelectasis in the lingula.", "left", ["middle"], ["lingula"]),
+    ("Small effusions on the right and on the left.", "bilateral", [], []),
+    ("Biapical pleural thickening.", "bilateral", ["apical"], []),
+])
+def test_location_is_normalised(text, laterality, zone, lobe):
+    e = extract(text)[0]
+    assert (e.laterality, e.zone, e.lobe) == (laterality, zone, lobe)
+
+
+@pytest.mark.parametrize("text, change", [
+    ("New right pleural effusion.", "new"), ("Increased left pleural effusion.", "increased"),
+    ("Decreased left pleural effusion.", "decreased"), ("Stable cardiomegaly.", "stable"),
+    ("Cardiomegaly, unchanged.", "stable"),
+])
+def test_change_is_normalised(text, change):
+    e = [e for e in extract(text) if e.concept in ("pleural_effusion", "cardiomegaly")][0]
+    assert e.change == change
+
+
+def test_modifier_goes_to_the_finding_it_precedes():
+    ents = {e.concept: e for e in extract("Small right effusion and left basilar atelectasis.")}
+    assert ents["effusion"].laterality == "right"
+    assert ents["atelectasis"].laterality == "left" and ents["atelectasis"].zone == ["basilar"]
+
+
+def test_matching_ignores_case_whitespace_and_hyphens():
+    a = {e.concept for e in extract("PLEURAL\n   EFFUSION. Air-space disease. AIRSPACE disease.")}
+    assert a == {"pleural_effusion", "lung_opacity"}
+
+
+def test_deid_tokens_do_not_break_sentences_or_spans():
+    text = "XXXX basilar atelectasis. The XXXX are normal. Normal chest x-XXXX."
+    ents = extract(text)
+    assert [(e.concept, e.assertion, text[e.start:e.end]) for e in ents] == [
+        ("atelectasis", "present", "atelectasis")]
+
+
+def test_history_sections_are_not_read():
+    text = "INDICATION: history of pneumonia.\nFINDINGS: No pneumothorax.\nIMPRESSION: Normal."
+    assert {e.concept for e in extract(text)} == {"pneumothorax"}
+    assert [name for name, _, _ in sections(text)] == ["indication", "findings", "impression"]
+
+
+def test_sentence_split_keeps_decimals_and_needs_no_download():
+    text = "Nodule measures 1.5 cm. No effusion!  Stable"
+    assert [text[s:e] for s, e in split_sentences(text)] == ["Nodule measures 1.5 cm.", "No effusion!", "Stable"]
+
+
+def test_lower_text_keeps_spans_for_unicode():
+    text = "İ pleural effusion"  # 'İ'.lower() is two characters long
+    assert len(lower_text(text)) == len(text)
+    e = extract(text)[0]
+    assert text[e.start:e.end] == "pleural effusion"
+
+
+def test_non_text_gives_no_entities_and_nan_labels():
+    assert extract(float("nan")) == [] and extract(None) == [] and extract("") == []
+    labels = label_reports([float("nan")], "chestxray14")
+    assert math.isnan(labels.loc[0, "Effusion"])
+
+
+def test_highlight_html_colours_by_assertion_and_escapes_text():
+    text = "No effusion. Mild <b>cardiomegaly</b>."
+    html = highlight_html(text, extract(text))
+    assert 'class="ober-absent"' in html and 'class="ober-present"' in html
+    assert "&lt;b&gt;" in html and "severity: mild" in html
+
+
+def test_unknown_label_set_names_the_known_ones():
+    with pytest.raises(KeyError, match="chestxray14"):
+        label_reports(["No effusion."], "no_such_set")
