@@ -119,7 +119,7 @@ def _exposure(att: np.ndarray, a: CxrAnatomy, rng: np.random.Generator) -> np.nd
     lo, hi = 1.0 - np.exp(-k * 0.22), 1.0 - np.exp(-k * 1.45)
     img = (1.0 - np.exp(-k * np.clip(att, 0.0, None)) - lo) / (hi - lo)
     img = np.clip(img, 0.0, 1.0) ** a.gamma + a.offset
-    img = img + a.noise_sigma * rng.standard_normal(img.shape).astype(np.float32)
+    img = img + a.noise_sigma * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -237,12 +237,15 @@ def _build_scene(size: int, a: CxrAnatomy, findings: Dict[str, FindingSpec]) -> 
         ctr = max(ctr, 0.52)
     w_h = ctr * 2 * a.thorax_hw
     x_right_border = 0.5 - 0.36 * w_h
-    hx, ha = x_right_border + w_h / 2, w_h / 2
     hh = a.heart_hh * 1.2 * (1 + 0.6 * max(ctr - 0.45, 0.0))
     hy = min(domes.values()) + 0.035 - hh  # the heart rests on the diaphragm
-    # Wider towards its base, where the left ventricle rests on the diaphragm.
-    widen = 0.82 + 0.3 * np.clip((y - hy + hh) / (2 * hh), 0, 1)
-    heart = _soft((np.sqrt(((x - hx) / (ha * widen)) ** 2 + ((y - hy) / hh) ** 2) - 1) * min(ha, hh), edge)
+    # Right atrial border (image left, gently convex) and left ventricle (image right, bulging
+    # towards a low apex); together they span exactly the cardiothoracic width w_h.
+    lv_x, lv_a = x_right_border + 0.6 * w_h, 0.4 * w_h
+    ra_x, ra_a = x_right_border + 0.3 * w_h, 0.3 * w_h
+    lv = _soft((np.sqrt(((x - lv_x) / lv_a) ** 2 + ((y - hy - 0.15 * hh) / (0.88 * hh)) ** 2) - 1) * lv_a, edge)
+    ra = _soft((np.sqrt(((x - ra_x) / ra_a) ** 2 + ((y - hy) / hh) ** 2) - 1) * ra_a, edge)
+    heart = np.maximum(lv, ra)
 
     column = _soft(np.abs(x - 0.5) - (a.med_hw + 0.008 + 0.02 * np.clip(y - 0.15, 0, 0.3)), edge)
     column = column * _soft(y - (hy - 0.5 * hh), edge)
@@ -250,9 +253,10 @@ def _build_scene(size: int, a: CxrAnatomy, findings: Dict[str, FindingSpec]) -> 
     mediastinum = np.maximum(column, knob)
 
     # Body: a superellipse, thicker centrally; abdomen below the domes.
-    qb = ((x - 0.5) / a.body_hw) ** 4 + ((y - 0.56) / 0.62) ** 4
+    bx, by = ((x - 0.5) / a.body_hw) ** 2, ((y - 0.56) / 0.62) ** 2
+    qb = bx * bx + by * by
     body = _soft((np.sqrt(np.sqrt(qb)) - 1) * a.body_hw, 2 * edge)
-    thick = body * (0.55 + 0.45 * np.sqrt(np.clip(1 - ((x - 0.5) / a.body_hw) ** 2, 0, 1)))
+    thick = body * (0.55 + 0.45 * np.sqrt(np.clip(1 - bx, 0, 1)))
     dome_min = min(domes.values())
     att = thick + 0.12 * body * np.clip((y - dome_min) / 0.08, 0, 1)
 
@@ -271,12 +275,19 @@ def _build_scene(size: int, a: CxrAnatomy, findings: Dict[str, FindingSpec]) -> 
     markings = np.zeros_like(att)
     for s, lg in lungs.items():
         hx_s = 0.5 + lg.sign * (a.med_hw + 0.035)
-        rho = np.sqrt((x - hx_s) ** 2 + (y - hilum_y) ** 2)
-        theta = np.arctan2(y - hilum_y, (x - hx_s) * lg.sign)
-        vessel = np.clip(1 - np.abs(np.sin(9.0 * theta + 1.3 * warp + 0.35 * fine)) / (0.16 + 0.25 * np.exp(-rho / 0.08)),
-                         0, 1) ** 2
-        taper = 0.05 + 0.14 * np.exp(-rho / 0.2)
-        markings += (air[s] / AIR_DEPTH) * taper * (0.75 * vessel + 0.25 * np.clip(fine * 0.5 + 0.5, 0, 1))
+        # Only pixels inside this lung's bounding window carry its markings.
+        rows, cols = np.nonzero(np.any(air[s] > 0, axis=1))[0], np.nonzero(np.any(air[s] > 0, axis=0))[0]
+        if len(rows):
+            win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            xw, yw = x[win] - hx_s, y[win] - hilum_y
+            rho = np.sqrt(xw * xw + yw * yw)
+            theta = np.arctan2(yw, xw * lg.sign)
+            near = np.exp(-rho / 0.08)
+            vessel = np.clip(1 - np.abs(np.sin(9.0 * theta + 1.3 * warp[win] + 0.35 * fine[win]))
+                             / (0.16 + 0.25 * near), 0, 1)
+            taper = 0.05 + 0.14 * np.exp(-rho / 0.2)
+            markings[win] += (air[s][win] / AIR_DEPTH) * taper * (
+                0.75 * vessel * vessel + 0.25 * np.clip(fine[win] * 0.5 + 0.5, 0, 1))
         hilum = _soft(np.sqrt((x - hx_s) ** 2 + ((y - hilum_y) / 1.6) ** 2) - 0.03, 3 * edge)
         att = att + 0.08 * hilum
     markings *= mark_scale
@@ -291,7 +302,7 @@ def _build_scene(size: int, a: CxrAnatomy, findings: Dict[str, FindingSpec]) -> 
     cage = (_soft(0.03 - d, edge) * _soft(d - (a.thorax_hw + 0.015), edge)
             * _soft(a.lung_top - 0.035 - y, edge) * _soft(y - (dome_min + 0.07), 3 * edge))
     u = (y - 1.1 * d ** 2 + 0.3 * d) / a.rib_period - a.rib_phase
-    post = np.clip(1 - np.abs(u - np.floor(u) - 0.5) / 0.17, 0, 1) ** 0.6
+    post = np.sqrt(np.clip(1 - np.abs(u - np.floor(u) - 0.5) / 0.17, 0, 1))
     u2 = (y + 0.42 * d) / (1.15 * a.rib_period) - a.rib_phase
     ant = np.clip(1 - np.abs(u2 - np.floor(u2) - 0.5) / 0.2, 0, 1)
     att = att + cage * (0.085 * post + 0.035 * ant)
@@ -579,12 +590,17 @@ def render_lateral(anatomy: CxrAnatomy, findings: Dict[str, FindingSpec], size: 
     ctr = a.heart_ctr
     if "Cardiomegaly" in findings:
         ctr = CARDIOMEGALY_CTR[findings["Cardiomegaly"].severity or "moderate"]
-    hr = 0.13 * ctr / 0.44
-    heart = _soft(np.sqrt(((x - 0.36) / hr) ** 2 + ((y - 0.6) / 0.13) ** 2) - 1, 0.05)
-    air = AIR_DEPTH * air_scale * lung * (1 - heart)
+    # The heart sits anteriorly on the diaphragm, behind the sternum.
+    hr = 0.15 * ctr / 0.44
+    heart = _soft(np.sqrt(((x - 0.2 - hr) / hr) ** 2 + ((y - dome + 0.02) / 0.15) ** 2) - 1, 0.03)
+    air = 1.25 * AIR_DEPTH * air_scale * lung * (1 - heart)
     att = att - air
-    ridge = np.clip(1 - np.abs(smooth_noise(trng, size, 20)) / 0.55, 0, 1) ** 3
-    att = att + 0.08 * ridge * air / AIR_DEPTH + 0.12 * heart
+    # Vessels fan out from the hilum (centre of the lung field) and taper.
+    rho = np.sqrt((x - 0.5) ** 2 + (y - 0.45) ** 2)
+    theta = np.arctan2(y - 0.45, x - 0.5)
+    vessel = np.clip(1 - np.abs(np.sin(8.0 * theta + 1.3 * smooth_noise(trng, size, 10))) / 0.2, 0, 1)
+    hilum = _soft(np.sqrt(((x - 0.5) / 0.05) ** 2 + ((y - 0.45) / 0.07) ** 2) - 1, 0.4)
+    att = att + (0.1 * vessel * vessel * np.exp(-rho / 0.15)) * air / AIR_DEPTH + 0.1 * heart + 0.1 * hilum
     spine = _soft(np.abs(x - 0.85) - 0.05, edge) * body
     att = att + spine * (0.18 + 0.08 * np.cos(2 * np.pi * y / 0.06))
     att = att + 0.12 * _soft(np.abs(x - (0.16 + 0.05 * y)) - 0.012, edge) * _soft(np.abs(y - 0.45) - 0.22, edge)
