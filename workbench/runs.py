@@ -41,6 +41,7 @@ ARTIFACTS: Dict[str, tuple[str, str]] = {
 # run more than once (03 for each method) gets its executed copy named after the parameters.
 PIPELINE: List[tuple[str, Dict[str, Any]]] = [
     ("00_data_prep", {}),
+    ("01_ober", {}),
     ("04_evaluate", {}),
     ("05_inspect", {}),
 ]
