@@ -32,7 +32,7 @@ def test_every_2d_method_shares_data_encoders_and_budget_and_keeps_its_own_objec
 def test_3d_methods_get_the_ct_settings_and_seeds_change_only_the_seed():
     spec = load_sweep_spec("sweep")
     ct = run_config(spec, "medfinder", 0, True)
-    assert ct.data.modality == "ct" and ct.models.img_model == "resnet10_3d"
+    assert ct.data.modality == "ct" and ct.models.img_model.endswith("_3d")
     assert ct.training.max_steps == spec.base["training.max_steps"]  # same budget as 2D
     a, b = run_config(spec, "cgns", 0, False), run_config(spec, "cgns", 2, False)
     assert b.training.random_seed == 2
