@@ -149,9 +149,11 @@ def render_ct(anatomy: CtAnatomy, findings: Dict[str, FindingSpec],
     aorta = _soft(np.sqrt((X + 22) ** 2 + (Y + 0.45 * a.body_b - 12) ** 2) - 12.0, edge) * _soft(a.dome_z - 40 - Z, edge)
     hu = hu + aorta * (50.0 - hu) * (1 - lung_all)
     spine_c = -a.body_b + 48.0
-    vert = _soft(np.sqrt(X ** 2 + (Y - spine_c) ** 2) - 17.0, edge) * np.ones((1, 1, nz), np.float32)
+    r_vert = np.sqrt(X ** 2 + (Y - spine_c) ** 2)
+    vert = _soft(r_vert - 17.0, edge) * np.ones((1, 1, nz), np.float32)
     disc = (np.cos(2 * np.pi * Z / 27.0) > 0.8).astype(np.float32)
-    hu = hu + vert * ((380.0 - 280.0 * disc) - hu)
+    bone = np.where(r_vert > 12.0, 700.0, 300.0)  # cortical shell around cancellous bone
+    hu = hu + vert * ((bone - (bone - 90.0) * disc) - hu)
     ring = np.sqrt((X / (a.body_a - a.fat_mm - 6)) ** 2 + ((Y - yc) / (a.body_b - a.fat_mm - 6)) ** 2)
     ang = np.arctan2(Y - yc, X)
     band = np.cos(2 * np.pi * (Z + 18.0 * np.abs(ang)) / 32.0) > 0.55

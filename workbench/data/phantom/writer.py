@@ -160,9 +160,9 @@ def _run_chunk(task):
 # ----------------------------------------------------------------------------- planning
 def _plan_ct(seed: int, n: int) -> List[Tuple[int, str, str, str]]:
     """(index, subject_id, folder, volume name) per CT study; about 1.5 volumes per subject."""
-    from workbench.data.phantom.sampling import study_rng
+    from workbench.data.phantom.sampling import STREAM_SUBJECTS, study_rng
 
-    rng = study_rng(seed, 3, 2)
+    rng = study_rng(seed, STREAM_SUBJECTS, 2)
     out: List[Tuple[int, str, str, str]] = []
     subj_numbers = rng.choice(99_999, size=max(n, 1), replace=False) + 1
     sessions = rng.choice(99_999, size=max(n, 1), replace=False) + 1
@@ -230,6 +230,9 @@ def generate_demo(root: str | os.PathLike, n_studies: int = 2000, n_ct_studies: 
     BIMCV), modality ('cxr' | 'ct'), and JSON strings `gt` (finding -> {assertion, severity,
     location}), `finding_boxes` (finding -> box in the stored frontal image / volume), `regions`
     (list of {name, box, sentence}) and `mask_path` (relative to root).
+
+    With `workers` > 1 (the default for a large demo) studies render in a spawn process pool; a
+    script that calls this at import time must guard the call with `if __name__ == "__main__":`.
     """
     import pandas as pd
 
@@ -258,6 +261,10 @@ def generate_demo(root: str | os.PathLike, n_studies: int = 2000, n_ct_studies: 
     tasks.sort(key=lambda t: (t[1][3][0][0] / max(len(cxr_plan if t[0] == "cxr" else ct_plan), 1)))
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if (n_studies + 5 * n_ct_studies) >= 200 else 1
+    import multiprocessing as mp
+
+    if mp.current_process().daemon:  # a daemonic worker may not start processes of its own
+        workers = 1
 
     from tqdm.auto import tqdm
 
@@ -270,8 +277,6 @@ def generate_demo(root: str | os.PathLike, n_studies: int = 2000, n_ct_studies: 
                 results[kind].extend(rows)
                 bar.update(len(rows))
         else:
-            import multiprocessing as mp
-
             # One BLAS/OpenMP thread per worker process: the workers already fill the cores.
             saved = {k: os.environ.get(k) for k in _THREAD_VARS}
             os.environ.update({k: "1" for k in _THREAD_VARS})
