@@ -200,3 +200,23 @@ def test_entity_table_without_subjects_is_joined_to_the_run_manifest(tmp_path):
     table[["study_id", "subject_id", "split"]].to_parquet(tmp_path / "manifest.parquet")
     loaded = load_entity_table(tmp_path / "ober.parquet")
     assert list(loaded["subject_id"]) == list(table["subject_id"]) and set(loaded["split"]) == {"train"}
+
+
+def test_mining_reads_obers_table_of_the_demo_data_and_keeps_to_one_modality(tiny_manifest, tmp_path):
+    from workbench.data.labels import DEMO_LABELS
+    from workbench.data.manifest import write_manifest
+    from workbench.mining import NO_FINDING, encode_findings
+    from workbench.ober.study import label_manifest
+
+    ober = label_manifest(tiny_manifest, "demo", progress=False)
+    write_manifest(tiny_manifest, tmp_path / "manifest.parquet")
+    ober.to_parquet(tmp_path / "ober.parquet")
+    table = load_entity_table(tmp_path / "ober.parquet")
+    assert set(tiny_manifest["modality"]) == {"cxr", "ct"}
+    result = mine_triplets(table, MiningConfig(big_batch_size=24, mini_batch_size=6, total_iter=3),
+                           device="cpu", progress=False, modality="cxr")
+    modality = dict(zip(tiny_manifest["study_id"].astype(str), tiny_manifest["modality"]))
+    used = set(result.triplets[["anchor", "positive", "negative"]].to_numpy().ravel())
+    assert used and {modality[s] for s in used} == {"cxr"}
+    enc = encode_findings(ober["findings"])
+    assert len(enc.findings) > 3 and set(enc.findings) - {NO_FINDING} <= set(DEMO_LABELS)

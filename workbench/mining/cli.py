@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="triplet CSV to write (e.g. triplets.csv.xz)")
     p.add_argument("--manifest", default=None,
                    help="manifest to join subject_id/split from (default: manifest.parquet beside --input)")
+    p.add_argument("--modality", default="", help="mine only studies of this modality (cxr | ct); default: all")
     p.add_argument("--threshold", type=float, default=d.threshold, help="semi-hard negatives score >= this")
     p.add_argument("--semi_hard_prob", type=float, default=d.semi_hard_prob, help="probability of a semi-hard negative")
     p.add_argument("--big_batch_size", type=int, default=d.big_batch_size)
@@ -59,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config.validate()
         table = load_entity_table(args.input, args.manifest)
-        result = mine_triplets(table, config, device=args.device, progress=not args.quiet)
+        result = mine_triplets(table, config, device=args.device, progress=not args.quiet, modality=args.modality)
     except (EntityTableError, FindingsFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -261,7 +261,7 @@ class SlotCodes:
       `slot_code` [N, K] = finding column | ls << 12 | location id << 20 (padding: column F).
     Bitmask view of locations (used when there are too many distinct sets for a table):
       `loc`, `loc_count` [N, F+1]; `slot_loc`, `slot_loc_count` [N, K].
-    Per study: `weight_sum` [N] (sum of presence weights), `n_findings` [N].
+    Per study: `weight_sum` [N] (sum of presence weights), `n_findings` [N] (also as float64).
     """
 
     anchor_code: torch.Tensor
@@ -272,6 +272,7 @@ class SlotCodes:
     slot_loc_count: torch.Tensor
     weight_sum: torch.Tensor
     n_findings: torch.Tensor
+    finding_count: torch.Tensor  # n_findings as float64
     location_sets: torch.Tensor
     n_severities: int
     n_locations: int
@@ -317,6 +318,7 @@ def pack_slots(enc: EncodedStudies) -> SlotCodes:
         anchor_code=(ls | (loc_id << LS_BITS)).contiguous(), slot_code=slot_code.contiguous(),
         loc=loc.contiguous(), loc_count=loc_count.contiguous(),
         slot_loc=torch.gather(loc, 1, slot_finding), slot_loc_count=torch.gather(loc_count, 1, slot_finding),
-        weight_sum=weight_sum, n_findings=n_findings.to(torch.int64), location_sets=location_sets,
+        weight_sum=weight_sum, n_findings=n_findings.to(torch.int64), finding_count=n_findings.to(torch.float64),
+        location_sets=location_sets,
         n_severities=s, n_locations=int(enc.location.shape[-1]), n_finding_columns=f + 1,
     )

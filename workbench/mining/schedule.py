@@ -303,12 +303,13 @@ def mine_triplets(
     config: MiningConfig = MiningConfig(),
     device: str | torch.device = "auto",
     progress: bool = True,
+    modality: str = "",
 ) -> MiningResult:
     """Mine triplets from an entity table (`ober.parquet` rows: study_id, subject_id, split,
-    findings); only the train split is mined."""
+    findings); only the train split is mined, and only `modality` (cxr | ct) when given."""
     from workbench.mining.table import train_rows
 
-    train = train_rows(table)
+    train = train_rows(table, modality)
     enc = encode_findings(train["findings"].tolist(), train["study_id"].astype(str).tolist(),
                           uncertain_weight=config.uncertain_weight)
     return mine_encoded(enc, train["subject_id"].astype(str).tolist(), config, device, progress)

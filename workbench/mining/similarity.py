@@ -234,15 +234,17 @@ def slot_pair_scores(
     pair_member = pair if a == 1 else (pair // (a * m)) * m + pair % m  # index into member_flat
     pair_nf = codes.n_findings.index_select(0, member_flat.index_select(0, pair_member))
     order = _order_by_count(pair_nf)
-    nf_sorted = pair_nf.index_select(0, order)
-    n_slots = int(nf_sorted[0])
+    n_slots = int(pair_nf.max())
     active = torch.bincount(pair_nf, minlength=n_slots + 1).flip(0).cumsum(0).flip(0)[1:].tolist()  # pairs with > j
     o_anchor = order // m  # index into anchor_flat
     o_member = order if a == 1 else pair_member.index_select(0, order)
 
-    anchor_code = _rows(codes.anchor_code, anchor_flat).reshape(-1)  # [R*A*(F+1)]
-    slot_code = _rows(codes.slot_code, member_flat)[:, :n_slots].T.contiguous()  # [K, R*M]
     use_table = tables.location_iou is not None
+    anchor_code = _rows(codes.anchor_code, anchor_flat).reshape(-1)  # [R*A*(F+1)]
+    # Table row offsets of the anchor's codes, so a lookup is one add per pair.
+    anchor_ls_row = (anchor_code & ((1 << LS_BITS) - 1)) * tables.n_codes
+    anchor_loc_row = (anchor_code >> LS_BITS) * tables.n_location_ids if use_table else None
+    slot_code = _rows(codes.slot_code, member_flat)[:, :n_slots].T.contiguous()  # [K, R*M]
     if not use_table:
         anchor_loc = _rows(codes.loc, anchor_flat).reshape(-1)
         anchor_cnt = _rows(codes.loc_count, anchor_flat).reshape(-1)
@@ -251,18 +253,17 @@ def slot_pair_scores(
 
     acc = torch.zeros((n_pairs, 3), dtype=torch.float64, device=device)  # min weight, shared, severity IoU
     loc_sum = torch.zeros(n_pairs, dtype=torch.float64, device=device)
-    ls_mask = (1 << LS_BITS) - 1
+    o_anchor_base = o_anchor * fc
     for j in range(n_slots):
         c = active[j]
         p_member = o_member[:c]
         mcode = slot_code[j].index_select(0, p_member)
-        idx = o_anchor[:c] * fc + (mcode & ((1 << FINDING_BITS) - 1))
-        acode = anchor_code.index_select(0, idx)
-        m_ls = (mcode >> FINDING_BITS) & ls_mask
-        term = tables.level_severity.index_select(0, (acode & ls_mask) * tables.n_codes + m_ls)
+        idx = o_anchor_base[:c] + (mcode & ((1 << FINDING_BITS) - 1))
+        m_ls = (mcode >> FINDING_BITS) & ((1 << LS_BITS) - 1)
+        term = tables.level_severity.index_select(0, anchor_ls_row.index_select(0, idx) + m_ls)
         if use_table:
             loc = tables.location_iou.index_select(
-                0, (acode >> LS_BITS) * tables.n_location_ids + (mcode >> (FINDING_BITS + LS_BITS)))
+                0, anchor_loc_row.index_select(0, idx) + (mcode >> (FINDING_BITS + LS_BITS)))
         else:
             inter = _popcount(anchor_loc.index_select(0, idx) & slot_loc[j].index_select(0, p_member),
                               tables.popcount, tables.location_chunks)
@@ -271,15 +272,15 @@ def slot_pair_scores(
         acc[:c] += term
         loc_sum[:c] += loc
 
-    inter_w, n_shared, sev_sum = acc.unbind(-1)
+    inter_w, n_shared, sev_sum = acc.T.contiguous()
     s_anchor = anchor_flat.index_select(0, o_anchor)
     s_member = member_flat.index_select(0, o_member)
     sum_a = codes.weight_sum.index_select(0, s_anchor)
     sum_b = codes.weight_sum.index_select(0, s_member)
     jaccard = inter_w / (sum_a + sum_b - inter_w)
-    n_a = codes.n_findings.index_select(0, s_anchor).to(torch.float64)
+    n_a = codes.finding_count.index_select(0, s_anchor)
     if scoring == "union":
-        count = n_a + nf_sorted.to(torch.float64) - n_shared
+        count = n_a + codes.finding_count.index_select(0, s_member) - n_shared
     else:
         count = n_a
     scores = _combine(weights, jaccard, sev_sum, loc_sum, count)

@@ -32,7 +32,8 @@ def load_entity_table(path: str | Path, manifest: str | Path | None = None) -> p
     """Read an entity table (one row per study with `study_id` and `findings`).
 
     Without `subject_id`/`split` columns the table is joined on `study_id` to a manifest:
-    `manifest` if given, else `manifest.parquet` beside the table (the run folder's).
+    `manifest` if given, else `manifest.parquet` beside the table (the run folder's). The
+    manifest's `modality` is joined too when there is one, so mining can keep to one modality.
     """
     path = Path(path)
     table = _read_table(path)
@@ -42,34 +43,45 @@ def load_entity_table(path: str | Path, manifest: str | Path | None = None) -> p
                                "with study_id and findings (JSON) per study.")
     table = table.assign(study_id=table["study_id"].astype(str))
     need = [c for c in JOINED if c not in table.columns]
-    if need:
-        manifest_path = Path(manifest) if manifest else path.parent / "manifest.parquet"
-        if not manifest_path.is_file():
-            raise EntityTableError(f"{path} lacks {need} and there is no manifest at {manifest_path} to join on "
-                                   "study_id; pass --manifest PATH or write subject_id/split into the table.")
-        man = pd.read_parquet(manifest_path, columns=["study_id", *need])
-        man = man.assign(study_id=man["study_id"].astype(str))
-        table = table.merge(man, on="study_id", how="left")
-        unmatched = table[need[0]].isna()
-        if unmatched.any():
-            raise EntityTableError(f"{int(unmatched.sum())} studies of {path} (e.g. {table.loc[unmatched, 'study_id'].iloc[0]!r}) "
-                                   f"are not in {manifest_path}; use the manifest the table was built from.")
+    manifest_path = Path(manifest) if manifest else path.parent / "manifest.parquet"
+    if need and not manifest_path.is_file():
+        raise EntityTableError(f"{path} lacks {need} and there is no manifest at {manifest_path} to join on "
+                               "study_id; pass --manifest PATH or write subject_id/split into the table.")
+    if manifest_path.is_file():
+        man = pd.read_parquet(manifest_path)
+        # The manifest's modality too, so mining can keep to one modality.
+        join = [c for c in (*need, "modality") if c in man.columns and c not in table.columns]
+        if join:
+            man = man[["study_id", *join]].assign(study_id=man["study_id"].astype(str))
+            table = table.merge(man, on="study_id", how="left")
+        if need:
+            unmatched = table[need[0]].isna()
+            if unmatched.any():
+                raise EntityTableError(f"{int(unmatched.sum())} studies of {path} (e.g. {table.loc[unmatched, 'study_id'].iloc[0]!r}) "
+                                       f"are not in {manifest_path}; use the manifest the table was built from.")
     if table["study_id"].duplicated().any():
         dup = table.loc[table["study_id"].duplicated(), "study_id"].iloc[0]
         raise EntityTableError(f"{path} has duplicate study_id {dup!r}; one row per study.")
     return table
 
 
-def train_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The train-split rows: val/test studies are never mined (they would leak into training)."""
+def train_rows(table: pd.DataFrame, modality: str = "") -> pd.DataFrame:
+    """The train-split rows (of one modality when given): val/test studies are never mined
+    (they would leak into training), and a CT study is never a chest X-ray's positive."""
     missing = [c for c in ("study_id", "subject_id", "split", "findings") if c not in table.columns]
     if missing:
         raise EntityTableError(f"entity table lacks columns {missing}; load it with load_entity_table, which "
                                "joins subject_id/split from the run's manifest.")
-    train = table[table["split"].astype(str) == "train"].reset_index(drop=True)
+    keep = table["split"].astype(str) == "train"
+    if modality:
+        if "modality" not in table.columns:
+            raise EntityTableError(f"modality {modality!r} asked for, but the entity table has no modality column; "
+                                   "load it with load_entity_table beside the run's manifest, or mine all studies.")
+        keep &= table["modality"].astype(str) == modality
+    train = table[keep].reset_index(drop=True)
     if len(train) < 2:
-        raise EntityTableError(f"the entity table has {len(train)} train studies; mining needs at least 2 "
-                               f"(splits present: {sorted(table['split'].astype(str).unique())}).")
+        raise EntityTableError(f"the entity table has {len(train)} train studies{f' of modality {modality!r}' if modality else ''}; "
+                               f"mining needs at least 2 (splits present: {sorted(table['split'].astype(str).unique())}).")
     return train
 
 
