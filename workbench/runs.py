@@ -42,6 +42,7 @@ ARTIFACTS: Dict[str, tuple[str, str]] = {
 PIPELINE: List[tuple[str, Dict[str, Any]]] = [
     ("00_data_prep", {}),
     ("01_ober", {}),
+    ("02_triplet_mining", {}),
     ("04_evaluate", {}),
     ("05_inspect", {}),
 ]
