@@ -199,3 +199,18 @@ def test_peak_in_mask_rate_counts_hits_and_chance_is_mask_area():
 def test_peak_in_mask_rate_rejects_shape_mismatch():
     with pytest.raises(ValueError, match="resize the map"):
         peak_in_mask_rate([np.zeros((4, 4))], [np.zeros((8, 8), bool)])
+
+
+def test_recomputed_attention_equals_monai_vit_saved_attention():
+    """MONAI's 3D ViT blocks: the weights recomputed from qkv are the ones MONAI itself saves."""
+    from monai.networks.blocks.selfattention import SABlock
+
+    from workbench.viz.heatmaps import _recompute_attention
+
+    torch.manual_seed(0)
+    block = SABlock(hidden_size=32, num_heads=4, save_attn=True).eval()
+    x = torch.randn(1, 27, 32)
+    with torch.no_grad():
+        block(x)
+        recomputed = _recompute_attention(block, x)
+    assert torch.allclose(recomputed, block.att_mat, atol=1e-6)
