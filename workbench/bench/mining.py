@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m workbench.bench mining", description=__doc__)
     parser.add_argument("--studies", type=int, default=200_000)
     parser.add_argument("--total_iter", type=int, default=40_000)
-    parser.add_argument("--reference_iter", type=int, default=20, help="iterations the reference mines (x 32 triplets)")
+    parser.add_argument("--reference_iter", type=int, default=100, help="iterations the reference mines (x 32 triplets)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the miner (its default: 1)")
     parser.add_argument("--seed", type=int, default=0)
