@@ -77,6 +77,22 @@ def test_pseudo_trigger_does_not_negate():
     assert assertions("No change in the moderate cardiomegaly.")["cardiomegaly"] == "present"
 
 
+@pytest.mark.parametrize("text", [
+    "A 3 mm nodule, which was not observed in the previous examination, is seen in the left lung.",
+    "A 3 mm nodule is seen in the left lung and was not detected in the prior examination.",
+])
+def test_finding_not_seen_on_the_previous_study_is_new_not_absent(text):
+    assert assertions(text)["nodule"] == "present"
+
+
+@pytest.mark.parametrize("text", [
+    "As far as can be observed: the heart is larger than normal.",
+    "The mediastinum could not be evaluated optimally due to the lack of contrast, and the CTR increased.",
+])
+def test_ct_reading_limits_do_not_hedge_or_negate_findings(text):
+    assert assertions(text)["cardiomegaly"] == "present"
+
+
 def test_uncertainty_before_a_finding_does_not_reach_back():
     a = assertions("Minimal patchy airspace disease within the lingula, may reflect atelectasis.")
     assert a["lung_opacity"] == "present" and a["atelectasis"] == "uncertain"
@@ -156,6 +172,12 @@ def test_history_sections_are_not_read():
     text = "INDICATION: history of pneumonia.\nFINDINGS: No pneumothorax.\nIMPRESSION: Normal."
     assert {e.concept for e in extract(text)} == {"pneumothorax"}
     assert [name for name, _, _ in sections(text)] == ["indication", "findings", "impression"]
+
+
+def test_history_header_without_findings_header_covers_its_sentence_only():
+    text = "Comparison: CT dated 25.12.2019. Trachea is open. Suture materials in the sternum."
+    assert [e.concept for e in extract(text)] == ["surgical_material"]
+    assert [e.concept for e in extract("History: pneumonia.\nNo effusion.")] == ["effusion"]
 
 
 def test_sentence_split_keeps_decimals_and_needs_no_download():

@@ -62,7 +62,9 @@ def skipped_ranges(text: str) -> Optional[List[Tuple[int, int]]]:
     """Ranges of sections that are not read (history, indication, ...), or None if none.
 
     Text before the first header is read unless a findings/impression header exists (then
-    it is a preamble such as "EXAMINATION: ...").
+    it is a preamble such as "EXAMINATION: ..."). Without any findings/impression header the
+    body of the report is unlabelled, so a history-like header covers only its own line up to
+    the first sentence end ("Comparison: CT dated 25.12.2019. Trachea ... are open.").
     """
     if ":" not in text:
         return None
@@ -74,6 +76,13 @@ def skipped_ranges(text: str) -> Optional[List[Tuple[int, int]]]:
     for name, start, end in secs:
         read = name.startswith(READ_SECTIONS) if name else not has_read
         if not read:
+            if name and not has_read:
+                stop = _SENTENCE_RE.search(text, start, end)
+                newline = text.find("\n", start, end)
+                if stop is not None:
+                    end = stop.end()
+                if 0 <= newline < end:
+                    end = newline
             skip.append((start, end))
     return skip or None
 
