@@ -119,6 +119,16 @@ def test_enlarged_heart_statement_is_cardiomegaly(text):
     assert labels.loc[0, "normal"] == 0
 
 
+@pytest.mark.parametrize("text, concepts", [
+    ("Dilatation of the aorta, atheroma plaques in the coronary arteries.", {"aorta_abnormal", "coronary_calcification"}),
+    ("Calcific plaques are observed in the aortic arch and coronary arteries.",
+     {"arterial_wall_calcification", "coronary_calcification"}),
+    ("Atherosclerotic changes.", {"calcification_unspecified"}),
+])
+def test_qualifier_tied_by_a_preposition_goes_to_the_anatomy_after_it(text, concepts):
+    assert {e.concept for e in extract(text)} == concepts
+
+
 @pytest.mark.parametrize("text, severity", [
     ("Trace pleural effusion.", "mild"), ("Small pleural effusion.", "mild"), ("Mild cardiomegaly.", "mild"),
     ("Moderate pleural effusion.", "moderate"), ("Large pleural effusion.", "severe"),

@@ -14,16 +14,24 @@ et al. 2019, AAAI, sec. "Labeler"):
   decide: negation wins over uncertainty; neither -> present;
 - pseudo-triggers ("no change") are matched whole and carry no scope;
 - anatomy + qualifier statements ("heart size is normal", "enlarged cardiac silhouette")
-  become the anatomy's concept; a `normal` verdict makes it absent.
+  become the anatomy's concept; a `normal` verdict makes it absent. A qualifier that a
+  preposition ties to the anatomy after it ("plaques in the coronary arteries") belongs to
+  that anatomy (and those coordinated with it), not to one named before it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import List, Sequence, Tuple
 
 from workbench.ober.meta import Mention, attach_modifiers
 from workbench.ober.ontology import (NEG_POST, NEG_PRE, POST_MASK, PRE_MASK, TERM, TERM_PRE, UNC_POST, UNC_PRE,
                                     Ontology)
+
+# The words between a qualifier and the anatomy it is said of: "plaques in the", "plaques
+# are observed on the wall of the".
+_TIED_GAP = re.compile(r"\s*(?:(?:is|are|was|were)\s+(?:observed|seen|noted|detected|present|visible|identified)\s+)?"
+                       r"(?:in|on|at|of|within|along|involving)\s+(?:the\s+)?(?:(?:wall|walls)\s+of\s+(?:the\s+)?)?")
 
 PRESENT, ABSENT, UNCERTAIN = 1, 0, -1
 _PRESENT, _ABSENT = (PRESENT, 0), (ABSENT, 0)
@@ -82,6 +90,7 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
     if quals:
         used = []
         if anatomy:
+            tied = _tied_qualifiers(onto, low, tokens, lo, hi)
             for i in range(lo, hi):
                 a = tokens[i][2].anat
                 if a < 0:
@@ -90,7 +99,7 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
                 best, best_d = -1, 1 << 30
                 for j in range(lo, hi):
                     q = tokens[j][2].qual
-                    if q >= 0 and j != i and q in table:
+                    if q >= 0 and j != i and q in table and not (i < j and j in tied):
                         d = (j - i) if j > i else (i - j) * 2 + 1  # ties: the verdict after the anatomy
                         if d < best_d:
                             best, best_d = j, d
@@ -117,6 +126,19 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
         if meta:
             attach_modifiers(low, tokens, lo, hi, mentions, onto.back_preposition)
         out.extend(mentions)
+
+
+def _tied_qualifiers(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int) -> Tuple[int, ...]:
+    """Qualifiers a preposition ties to the anatomy right after them (which takes them)."""
+    out = []
+    for j in range(lo, hi - 1):
+        q = tokens[j][2].qual
+        if q < 0:
+            continue
+        a = tokens[j + 1][2].anat
+        if a >= 0 and q in onto.statements[a] and _TIED_GAP.fullmatch(low, tokens[j][1], tokens[j + 1][0]):
+            out.append(j)
+    return tuple(out)
 
 
 def _mention_order(m: Mention) -> Tuple[int, int, int]:
