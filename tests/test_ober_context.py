@@ -171,6 +171,12 @@ def test_matching_ignores_case_whitespace_and_hyphens():
     assert a == {"pleural_effusion", "lung_opacity"}
 
 
+@pytest.mark.parametrize("text", ["Plate-like atelectasis.", "Plate like atelectasis.", "Platelike atelectasis."])
+def test_a_phrase_listed_joined_and_spaced_matches_every_spelling(text):
+    # "{platelike,plate like} atelectasis" share one entry; "plate" alone is a device.
+    assert [(e.concept, e.text) for e in extract(text)] == [("atelectasis", text[:-1])]
+
+
 def test_deid_tokens_do_not_break_sentences_or_spans():
     text = "XXXX basilar atelectasis. The XXXX are normal. Normal chest x-XXXX."
     ents = extract(text)

@@ -241,6 +241,7 @@ class _Builder:
         self.stems: Dict[str, Entry] = {}
         self.punct: Dict[str, Entry] = {}
         self.phrases: List[str] = []
+        self.spellings: set = set()  # phrases as matched (a key can be spelt with or without spaces)
         self.owner: Dict[Tuple[str, str], str] = {}  # (key, role) -> who claimed it
 
     def entry(self, phrase: str, role: str, who: str, source: Path) -> Entry:
@@ -265,6 +266,10 @@ class _Builder:
         self.owner[(key + ("*" if stem else ""), role)] = who
         if key not in table:
             table[key] = Entry()
+        # "plate like" and "platelike" share one entry, but only the spaced spelling matches
+        # both forms: every distinct spelling goes into the regex (in first-seen order).
+        if phrase not in self.spellings:
+            self.spellings.add(phrase)
             self.phrases.append(phrase)
         return table[key]
 
