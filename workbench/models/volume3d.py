@@ -22,12 +22,18 @@ from workbench.models.weights import load_weights_into, read_state_dict, resolve
 class MonaiResNet3DEncoder(nn.Module):
     """MONAI's 3D ResNet without its classifier; pooled = global average of the last stage."""
 
-    def __init__(self, depth: int = 10) -> None:
+    def __init__(self, depth: int = 10, widths: Sequence[int] | None = None) -> None:
         super().__init__()
         from monai.networks.nets import resnet
 
-        factory = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}[depth]
-        self.model = factory(spatial_dims=3, n_input_channels=1, feed_forward=False, shortcut_type="B")
+        common = dict(spatial_dims=3, n_input_channels=1, feed_forward=False, shortcut_type="B")
+        if widths:  # same block layout as MONAI's resnet10/18/34/50, other widths
+            block, layers = {10: ("basic", [1, 1, 1, 1]), 18: ("basic", [2, 2, 2, 2]),
+                             34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3])}[depth]
+            self.model = resnet.ResNet(block=block, layers=layers, block_inplanes=list(widths), **common)
+        else:
+            factory = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}[depth]
+            self.model = factory(**common)
         with torch.no_grad():
             probe = self._feature_map(torch.zeros(1, 1, 32, 32, 32))
         self.out_dim = int(probe.shape[1])
@@ -99,6 +105,15 @@ def build_resnet10_3d(cfg: ModelsConfig, name: str) -> nn.Module:
     if cfg.img_pretrained:
         resolve_image_weights(name, cfg.img_weights)  # fail before building
     return _with_weights(MonaiResNet3DEncoder(10), cfg, name)
+
+
+@IMAGE_ENCODERS.register("resnet10_3d_narrow")
+def build_resnet10_3d_narrow(cfg: ModelsConfig, name: str) -> nn.Module:
+    """ResNet-10 with a quarter of the standard widths (16-32-64-128): the CPU-sized demo encoder
+    MedFinder's demo config asks for (full widths cost ~80 s per step of 8 two-view volumes on 2 cores)."""
+    if cfg.img_pretrained:
+        resolve_image_weights(name, cfg.img_weights)
+    return _with_weights(MonaiResNet3DEncoder(10, widths=(16, 32, 64, 128)), cfg, name)
 
 
 @IMAGE_ENCODERS.register("resnet50_3d")
