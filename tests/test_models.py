@@ -39,7 +39,7 @@ def _seeded_tiny(**changes) -> DualEncoder:
     ("tiny_vit", (2, 3, 64, 48), (8, 6)),
     ("tiny_cnn_3d", (2, 1, 32, 32, 32), (4, 4, 4)),
     ("resnet10_3d", (1, 1, 32, 32, 32), (2, 2, 2)),
-    ("resnet10_3d_narrow", (2, 1, 32, 32, 32), (2, 2, 2)),
+    ("resnet10_narrow_3d", (2, 1, 32, 32, 32), (2, 2, 2)),
 ])
 def test_image_encoders_return_pooled_tokens_and_grid(name, shape, grid):
     encoder = build_image_encoder(dataclasses.replace(TINY, tiny=False, img_model=name)).eval()
@@ -56,7 +56,7 @@ def test_image_encoders_return_pooled_tokens_and_grid(name, shape, grid):
 
 
 def test_narrow_resnet10_3d_has_a_quarter_of_the_widths():
-    narrow = build_image_encoder(dataclasses.replace(TINY, tiny=False, img_model="resnet10_3d_narrow"))
+    narrow = build_image_encoder(dataclasses.replace(TINY, tiny=False, img_model="resnet10_narrow_3d"))
     full = build_image_encoder(dataclasses.replace(TINY, tiny=False, img_model="resnet10_3d"))
     assert (narrow.out_dim, full.out_dim) == (128, 512)
     assert sum(p.numel() for p in narrow.parameters()) * 10 < sum(p.numel() for p in full.parameters())

@@ -43,6 +43,9 @@ PIPELINE: List[tuple[str, Dict[str, Any]]] = [
     ("00_data_prep", {}),
     ("01_ober", {}),
     ("02_triplet_mining", {}),
+    ("03_pretrain", {"method": "clip"}),
+    ("03_pretrain", {"method": "medtrim"}),
+    ("03_pretrain", {"method": "medfinder", "config": "medfinder_demo"}),
     ("04_evaluate", {}),
     ("05_inspect", {}),
 ]

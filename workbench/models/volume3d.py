@@ -107,8 +107,8 @@ def build_resnet10_3d(cfg: ModelsConfig, name: str) -> nn.Module:
     return _with_weights(MonaiResNet3DEncoder(10), cfg, name)
 
 
-@IMAGE_ENCODERS.register("resnet10_3d_narrow")
-def build_resnet10_3d_narrow(cfg: ModelsConfig, name: str) -> nn.Module:
+@IMAGE_ENCODERS.register("resnet10_narrow_3d")
+def build_resnet10_narrow_3d(cfg: ModelsConfig, name: str) -> nn.Module:
     """ResNet-10 with a quarter of the standard widths (16-32-64-128): the CPU-sized demo encoder
     MedFinder's demo config asks for (full widths cost ~80 s per step of 8 two-view volumes on 2 cores)."""
     if cfg.img_pretrained:

@@ -424,6 +424,22 @@ class AttentionInspector:
 
         return entity_choices(self.session.report(i))
 
+    def example(self) -> Tuple[int, str]:
+        """A study worth showing first: one with a present finding that has a ground-truth mask
+        (phrase = the finding's words), else the first study OBER finds a mention in."""
+        from workbench.viz.session import phrase_of, present_findings
+
+        for i in range(len(self.session)):
+            masks = self.session.finding_masks(i)
+            for finding in present_findings(self.session.frame.iloc[i]):
+                if finding in masks and masks[finding].any():
+                    return i, phrase_of(finding)
+        for i in range(len(self.session)):
+            phrases = self.phrases(i)
+            if phrases:
+                return i, phrases[0]
+        return 0, "opacity"
+
     def heatmap(self, i: int, phrase: str, method: str = "similarity") -> np.ndarray:
         key = (int(i), phrase if method in ("similarity", "gradcam") else "", method)
         if key not in self._maps:

@@ -62,12 +62,15 @@ def embedding_map_widget(emap: EmbeddingMap, color_by: str = "finding") -> W.VBo
     return W.VBox([W.HBox([colour, join]), out])
 
 
-def attention_widget(inspector: AttentionInspector) -> W.VBox:
-    """Study, phrase (OBER mentions or free text), method and, for volumes, a slice slider."""
+def attention_widget(inspector: AttentionInspector, study_index: int = 0, text: str = "") -> W.VBox:
+    """Study, phrase (OBER mentions or free text), method and, for volumes, a slice slider;
+    starts on `study_index` with `text` in the free-text box when given."""
     session = inspector.session
-    study = W.Dropdown(options=study_options(session), description="study", layout=W.Layout(width="520px"))
+    options = study_options(session)
+    study = W.Dropdown(options=options, value=study_index if study_index < len(options) else 0, description="study",
+                       layout=W.Layout(width="520px"))
     phrase = W.Dropdown(options=[], description="phrase")
-    free_text = W.Text(value="", placeholder="or type a phrase", description="free text", continuous_update=False)
+    free_text = W.Text(value=text, placeholder="or type a phrase", description="free text", continuous_update=False)
     method = W.Dropdown(options=[(METHOD_LABELS[m], m) for m in inspector.methods], description="method")
     show = W.Button(description="Show heat map", button_style="primary")
     show.add_class("wb-attention-show")
