@@ -47,3 +47,25 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
             tmp.write_text("half")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pipeline_records_each_step_and_its_provenance(tmp_path, monkeypatch):
+    import workbench.runs as runs
+
+    executed = []
+
+    def fake_run_notebook(name, run_dir, params, output_name=None, progress=True):
+        executed.append((name, dict(params), output_name))
+        out = run_dir / output_name
+        out.write_text("{}")
+        return out
+
+    monkeypatch.setattr(runs, "run_notebook", fake_run_notebook)
+    monkeypatch.setattr(runs, "PIPELINE", [("00_data_prep", {}), ("03_pretrain", {"method": "clip"}),
+                                           ("03_pretrain", {"method": "medtrim"})])
+    folder = runs.run_pipeline({"seed": 1}, run_dir=tmp_path)
+    assert [e[2] for e in executed] == ["00_data_prep.ipynb", "03_pretrain-clip.ipynb", "03_pretrain-medtrim.ipynb"]
+    assert executed[2][1] == {"seed": 1, "method": "medtrim"}
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "finished" and record["seed"] == 1
+    assert record["completed"] == ["00_data_prep", "03_pretrain", "03_pretrain"]

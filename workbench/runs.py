@@ -239,12 +239,15 @@ def run_pipeline(parameters: Optional[Mapping[str, Any]] = None, run_dir: Option
     with a warning); `notebooks` restricts the run to those names.
     """
     run_dir = Path(run_dir) if run_dir else new_run_dir()
-    for name, step_params in PIPELINE:
-        if notebooks and name not in notebooks:
-            continue
-        params = {**dict(parameters or {}), **step_params}
-        print(f"[workbench] running {name} {step_params or ''} -> {run_dir}", flush=True)
-        run_notebook(name, run_dir, params, output_name=_executed_name(name, step_params))
+    steps = [(name, step) for name, step in PIPELINE if not notebooks or name in notebooks]
+    record = {"parameters": dict(parameters or {}),
+              "steps": [{"notebook": name, "parameters": step} for name, step in steps]}
+    with RunRecord(run_dir, record, seed=(parameters or {}).get("seed")) as run:
+        for i, (name, step_params) in enumerate(steps):
+            params = {**dict(parameters or {}), **step_params}
+            print(f"[workbench] running {name} {step_params or ''} -> {run_dir}", flush=True)
+            executed = run_notebook(name, run_dir, params, output_name=_executed_name(name, step_params))
+            run.update(completed=[s["notebook"] for s in record["steps"][: i + 1]], last_executed=executed.name)
     return run_dir
 
 
