@@ -29,13 +29,13 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 class DataConfig:
     """Where studies come from and how they are split and decoded."""
 
-    dataset: str = "demo"  # reader name: demo | mimic | bimcv | ctrate | roco | iu | folders | csv
+    dataset: str = "demo"  # reader name: demo | mimic | bimcv | ctrate | roco | iu | folders | csv | medtrim
     data_root: str = ""  # empty with dataset=demo: generate into the run folder
     report_root: str = ""  # MIMIC: reports under a second root (MedTrim's README layout)
-    img_df: str = ""  # seed name: a CSV of image rows (MedTrim `--img_df`)
-    text_df: str = ""  # seed name: a CSV of report rows (MedTrim `--text_df`)
+    img_df: str = ""  # seed name: a CSV of image rows, path_base + full_path (dataset=medtrim)
+    text_df: str = ""  # seed name: a CSV of report rows, path_base + text (dataset=medtrim)
     triplet_csv: str = ""  # seed name: mined triplets (default: the run folder's triplets.csv.xz)
-    model_save_path: str = ""  # seed name: where checkpoints go (default: the run folder)
+    model_save_path: str = ""  # seed name: training output goes to <this>/<method>-<seed>/ (default: run_dir/train/)
     modality: str = "cxr"  # cxr | ct: which studies of a mixed manifest a run uses
     image_size: int = 224
     volume_size: List[int] = field(default_factory=lambda: [64, 64, 64])

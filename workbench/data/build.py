@@ -59,6 +59,8 @@ def reader_options(data_cfg: Any) -> Dict[str, Any]:
         options["report_root"] = data_cfg.report_root
     if data_cfg.subject_regex:
         options["subject_regex"] = data_cfg.subject_regex
+    if data_cfg.img_df or data_cfg.text_df:  # the MedTrim seed's tables (reader `medtrim`)
+        options.update(img_df=data_cfg.img_df, text_df=data_cfg.text_df)
     return options
 
 
@@ -66,7 +68,8 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
     """Notebook 00's work: data (generated for the demo) -> `run_dir/manifest.parquet` + `run_dir/cache/`.
 
     With `dataset='demo'` and an empty `data_root` the phantom dataset is generated into
-    `run_dir/data/` (seeded by `data.split_seed`; reused when the same demo is already there). The 2D cache is
+    `run_dir/data/` (seeded by `data.split_seed`; reused when the same demo is already there);
+    `dataset='medtrim'` reads `data.img_df` + `data.text_df` and needs no `data_root`. The 2D cache is
     built at `data.image_size`, the 3D cache at `data.volume_size`. Studies whose image fails to
     decode are dropped from the manifest and counted in `attrs["skips"]`.
     """
@@ -81,6 +84,10 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
         root = run_dir / "data"  # generate_demo reuses a folder that already holds this exact demo
         generate_demo(root, n_studies=data.n_studies, n_ct_studies=data.n_ct_studies, image_size=data.image_size,
                       volume_size=tuple(data.volume_size), seed=data.split_seed, progress=progress)
+    elif data.dataset == "medtrim" and not root:  # the seed's tables need no data_root
+        from workbench.data.readers.medtrim_csv import medtrim_tables
+
+        root = medtrim_tables(data.img_df, data.text_df)[0].parent
     counter = SkipCounter(strict=data.strict)
     df = build_manifest(data.dataset, root, seed=data.split_seed, split_fractions=tuple(data.split_fractions),
                         strict=data.strict, skips=counter, **reader_options(data))

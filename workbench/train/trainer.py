@@ -7,7 +7,7 @@ term) in `metrics.csv` (and TensorBoard when installed), periodic validation wit
 evaluation suite, best-model export in the shared encoder format, early stopping, and
 checkpoints that make `training.resume=true` continue exactly where a run stopped.
 
-Output folder (`run_dir/train/<method>-<seed>/`):
+Output folder (`run_dir/train/<method>-<seed>/`, or `<data.model_save_path>/<method>-<seed>/`):
   encoders.safetensors, encoders.json   best (or final) encoders, `workbench.models` format
   checkpoint/last.pt                    full training state for resume (+ rng-rank<N>.pt)
   metrics.csv                           one row per optimiser step, one per validation
@@ -452,22 +452,25 @@ class Trainer:
 
 
 
-def train_folder(run_dir: str | Path, method: str, seed: int) -> Path:
-    """Where a run's training of `method` with `seed` writes: `run_dir/train/<method>-<seed>/`."""
-    return Path(run_dir) / "train" / f"{method}-{seed}"
+def train_folder(run_dir: str | Path, method: str, seed: int, model_save_path: str | Path = "") -> Path:
+    """Where a run's training of `method` with `seed` writes: `run_dir/train/<method>-<seed>/`,
+    or `<model_save_path>/<method>-<seed>/` when the seed's `data.model_save_path` is set."""
+    base = Path(model_save_path) if str(model_save_path) else Path(run_dir) / "train"
+    return base / f"{method}-{seed}"
 
 
 def train(cfg: ExperimentConfig, run_dir: Optional[str | Path] = None, progress: bool = True,
           validate: Optional[Validator] = None) -> TrainResult:
     """Train `cfg.method.name` on a run folder's data (newest prepared run when `run_dir` is
-    empty) into `train/<method>-<seed>/`, with a `run.json` provenance record."""
+    empty) into `train/<method>-<seed>/` (or under `data.model_save_path` when set), with a
+    `run.json` provenance record."""
     from workbench.config import setting_hash, to_dict
     from workbench.methods import create_method
     from workbench.runs import RunRecord, find_run_dir
 
     run_dir = find_run_dir("manifest", run_dir or cfg.run_dir or None)
     cfg.run_dir = str(run_dir)
-    out_dir = train_folder(run_dir, cfg.method.name, cfg.training.random_seed)
+    out_dir = train_folder(run_dir, cfg.method.name, cfg.training.random_seed, cfg.data.model_save_path)
     seed_everything(cfg.training.random_seed)  # initial weights of heads and random encoders
     method = create_method(cfg.method.name, cfg)
     if method.trains_itself:  # baselines run their own recipe but land in the same place

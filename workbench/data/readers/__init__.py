@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import List
 
-from workbench.data.readers import bimcv, csv_pairs, ctrate, demo, dicom, folders, iu, mimic, roco  # noqa: F401
+from workbench.data.readers import (bimcv, csv_pairs, ctrate, demo, dicom, folders, iu, medtrim_csv,  # noqa: F401
+                                    mimic, roco)
 from workbench.data.readers.registry import READERS
 
 
 def list_readers(pattern: str = "*") -> List[str]:
-    """Names of the registered readers (demo, mimic, bimcv, ctrate, roco, iu, folders, csv, dicom)."""
+    """Names of the registered readers (demo, mimic, bimcv, ctrate, roco, iu, folders, csv, dicom,
+    medtrim)."""
     return READERS.names(pattern)
 
 
