@@ -368,3 +368,12 @@ def test_real_covid_notes_pairs_through_the_csv_reader():
     assert df["image_path"].map(lambda p: Path(p).is_file()).all()
     assert df.attrs["skips"]["empty_report"] > 50  # rows without clinical notes
     assert df.groupby("subject_id")["split"].nunique().max() == 1
+
+
+def test_a_2d_only_demo_builds_a_manifest(tmp_path):
+    from workbench.data import build_manifest
+    from workbench.data.phantom import generate_demo
+
+    generate_demo(tmp_path, n_studies=12, n_ct_studies=0, image_size=32, seed=1, progress=False)
+    manifest = build_manifest("demo", tmp_path, seed=0)
+    assert len(manifest) == 12 and set(manifest["modality"]) == {"cxr"}

@@ -56,7 +56,7 @@ def read_demo(root: str | Path, *, skips: SkipCounter, check_images: bool = True
         raise FileNotFoundError(f"{root} is not a demo dataset (needs mimic/, bimcv/ and {GT_FILE}); generate one "
                                 "with workbench.data.phantom.generate_demo(root) or leave data_root empty.")
     parts = [read_mimic(root / "mimic", skips=skips, dataset_name="demo", check_images=check_images)]
-    if (root / "bimcv").is_dir():
+    if any((root / "bimcv").glob("CT*/ct/*.nii*")):  # a 2D-only demo (n_ct_studies=0) has none
         parts.append(read_bimcv(root / "bimcv", skips=skips, dataset_name="demo", check_images=check_images))
     df = pd.concat(parts, ignore_index=True)
     gt = pd.read_parquet(gt_path)
