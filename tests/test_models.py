@@ -185,3 +185,18 @@ def test_resolve_device_auto_and_explicit():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_init_checkpoint_starts_a_new_pair_from_saved_weights(tmp_path):
+    from workbench.models import save_encoders
+
+    source = _seeded_tiny()
+    with torch.no_grad():
+        next(source.image_proj.parameters()).add_(1.0)  # not what a fresh init would give
+    save_encoders(source, tmp_path / "locked-0", TINY)
+    torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
+    started = build_dual_encoder(dataclasses.replace(TINY, init_checkpoint=str(tmp_path / "locked-0"))).eval()
+    for (name, a), (_, b) in zip(source.state_dict().items(), started.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="different architecture"):
+        build_dual_encoder(dataclasses.replace(TINY, embed_dim=8, init_checkpoint=str(tmp_path / "locked-0")))

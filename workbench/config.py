@@ -72,6 +72,9 @@ class ModelsConfig:
     freeze_image_layers: int = 0
     freeze_text_layers: int = 0
     tiny: bool = False  # tiny randomly initialised encoders (tests, CI)
+    # start from a saved encoder pair of the same architecture (a `train/<method>-<seed>` folder;
+    # relative paths resolve against the run folder), e.g. fine-tune end to end after `locked`
+    init_checkpoint: str = ""
 
 
 @dataclass
@@ -314,6 +317,7 @@ _NON_SETTING_KEYS = {
     "data.boxes_file",
     "models.img_weights",
     "models.text_weights",
+    "models.init_checkpoint",
     "training.random_seed",
     "training.device",
     "training.num_workers",

@@ -172,3 +172,22 @@ def load_models_config(path: str | os.PathLike) -> ModelsConfig:
     meta = read_checkpoint_meta(path)
     known = {f.name for f in dataclasses.fields(ModelsConfig)}
     return ModelsConfig(**{k: v for k, v in meta["models"].items() if k in known})
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Copy a saved pair's weights into `model` (same architecture), e.g. to fine-tune end to end
+    from the `locked` baseline as LiT's "unlocked" follow-up does (Zhai et al. 2022, Sec. 4)."""
+    from safetensors.torch import load_file
+
+    folder = find_checkpoint(path)
+    state = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith(_EXTRA_PREFIX)}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"models.init_checkpoint={str(path)!r} holds a different architecture "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} reshaped "
+                         f"tensors); start from a checkpoint with the same img_model, text_model and embed_dim.")
+    model.load_state_dict(state, strict=True)
+    return model

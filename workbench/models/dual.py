@@ -110,5 +110,9 @@ def build_dual_encoder(cfg: ModelsConfig) -> DualEncoder:
     image_encoder = build_image_encoder(cfg)
     text_encoder = build_text_encoder(cfg)
     model = DualEncoder(image_encoder, text_encoder, embed_dim=cfg.embed_dim, projection=cfg.projection)
+    if cfg.init_checkpoint:
+        from workbench.models.checkpoint import init_from_checkpoint
+
+        init_from_checkpoint(model, cfg.init_checkpoint)
     model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers)
     return model

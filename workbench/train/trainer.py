@@ -470,6 +470,9 @@ def train(cfg: ExperimentConfig, run_dir: Optional[str | Path] = None, progress:
 
     run_dir = find_run_dir("manifest", run_dir or cfg.run_dir or None)
     cfg.run_dir = str(run_dir)
+    init = cfg.models.init_checkpoint
+    if init and not Path(init).is_absolute() and (Path(run_dir) / init).exists():
+        cfg.models.init_checkpoint = str(Path(run_dir) / init)
     out_dir = train_folder(run_dir, cfg.method.name, cfg.training.random_seed, cfg.data.model_save_path)
     seed_everything(cfg.training.random_seed)  # initial weights of heads and random encoders
     method = create_method(cfg.method.name, cfg)
