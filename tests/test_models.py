@@ -200,3 +200,16 @@ def test_init_checkpoint_starts_a_new_pair_from_saved_weights(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="different architecture"):
         build_dual_encoder(dataclasses.replace(TINY, embed_dim=8, init_checkpoint=str(tmp_path / "locked-0")))
+
+
+def test_frozen_batchnorm_keeps_running_statistics_while_training():
+    cfg = dataclasses.replace(TINY, tiny=False, img_model="resnet10_3d", freeze_batchnorm=True)
+    model = build_dual_encoder(cfg).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    before = norms[0].running_mean.clone()
+    model.encode_image(torch.randn(2, 1, 32, 32, 32) * 5 + 3)
+    assert norms and not any(m.training for m in norms) and model.image_encoder.training
+    assert torch.equal(before, norms[0].running_mean)
+    assert all(p.requires_grad for m in norms for p in m.parameters())  # affine terms still train
+    unfrozen = build_dual_encoder(dataclasses.replace(cfg, freeze_batchnorm=False)).train()
+    assert all(m.training for m in unfrozen.modules() if isinstance(m, torch.nn.BatchNorm3d))

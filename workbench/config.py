@@ -71,6 +71,10 @@ class ModelsConfig:
     freeze_text: bool = False
     freeze_image_layers: int = 0
     freeze_text_layers: int = 0
+    # batch-norm layers keep their (pretrained) running statistics while the rest trains: small
+    # batches of radiographs shift batch statistics far from ImageNet's, which scrambles the
+    # features a pretrained CNN gives (the "FrozenBN" practice of detection fine-tuning)
+    freeze_batchnorm: bool = True
     tiny: bool = False  # tiny randomly initialised encoders (tests, CI)
     # start from a saved encoder pair of the same architecture (a `train/<method>-<seed>` folder;
     # relative paths resolve against the run folder), e.g. fine-tune end to end after `locked`

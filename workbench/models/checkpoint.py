@@ -150,7 +150,8 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
     model.max_text_tokens = int(meta.get("max_text_tokens", model.max_text_tokens))
     state = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith(_EXTRA_PREFIX)}
     model.load_state_dict(state, strict=True)
-    model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers)
+    model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
+                 cfg.freeze_batchnorm)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(device).eval()
 

@@ -43,11 +43,15 @@ class DualEncoder(nn.Module):
         self.embed_dim = embed_dim
         self.frozen_image = False
         self.frozen_text = False
+        self.frozen_batchnorm = False
         self.max_text_tokens: int = int(getattr(text_encoder, "max_length", 512))
 
     # -- freezing
-    def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0) -> None:
-        """Freeze whole encoders or their first N layer groups (stem/embeddings count as one)."""
+    def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0,
+               batchnorm: bool = False) -> None:
+        """Freeze whole encoders or their first N layer groups (stem/embeddings count as one);
+        `batchnorm`: batch-norm layers keep their running statistics in training mode."""
+        self.frozen_batchnorm = batchnorm
         if image:
             _freeze(self.image_encoder)
             self.frozen_image = True
@@ -68,6 +72,10 @@ class DualEncoder(nn.Module):
             self.image_encoder.eval()
         if self.frozen_text:
             self.text_encoder.eval()
+        if self.frozen_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     # -- text
@@ -114,5 +122,6 @@ def build_dual_encoder(cfg: ModelsConfig) -> DualEncoder:
         from workbench.models.checkpoint import init_from_checkpoint
 
         init_from_checkpoint(model, cfg.init_checkpoint)
-    model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers)
+    model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
+                 cfg.freeze_batchnorm)
     return model
