@@ -76,8 +76,9 @@ class ModelsConfig:
     # features a pretrained CNN gives (the "FrozenBN" practice of detection fine-tuning)
     freeze_batchnorm: bool = True
     tiny: bool = False  # tiny randomly initialised encoders (tests, CI)
-    # start from a saved encoder pair of the same architecture (a `train/<method>-<seed>` folder;
-    # relative paths resolve against the run folder), e.g. fine-tune end to end after `locked`
+    # start from a saved encoder pair of the same architecture: a `train/<method>-<seed>` folder
+    # (relative paths resolve against the run folder), or `locked` / `frozen` for this seed's
+    # baseline in the run folder (trained first when absent), e.g. fine-tune after `locked`
     init_checkpoint: str = ""
 
 

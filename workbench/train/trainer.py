@@ -471,7 +471,12 @@ def train(cfg: ExperimentConfig, run_dir: Optional[str | Path] = None, progress:
     run_dir = find_run_dir("manifest", run_dir or cfg.run_dir or None)
     cfg.run_dir = str(run_dir)
     init = cfg.models.init_checkpoint
-    if init and not Path(init).is_absolute() and (Path(run_dir) / init).exists():
+    if init in ("frozen", "locked"):  # this seed's baseline in the run folder, trained first if absent
+        from workbench.eval.baselines import ensure_baselines
+
+        [folder] = ensure_baselines(run_dir, cfg, cfg.training.random_seed, [init], progress=progress)
+        cfg.models.init_checkpoint = str(folder)
+    elif init and not Path(init).is_absolute() and (Path(run_dir) / init).exists():
         cfg.models.init_checkpoint = str(Path(run_dir) / init)
     out_dir = train_folder(run_dir, cfg.method.name, cfg.training.random_seed, cfg.data.model_save_path)
     seed_everything(cfg.training.random_seed)  # initial weights of heads and random encoders
