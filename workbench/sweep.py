@@ -151,7 +151,8 @@ def _expand_methods(methods: str | Sequence[str], spec: SweepSpec) -> List[str]:
 
     chosen = list(spec.methods) if methods in ("all", None, "") else (
         [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods))
-    chosen = [m for m in chosen if m not in spec.baselines] + list(spec.baselines)
+    # baselines first: trained methods start from this seed's `locked` pair (models.init_checkpoint)
+    chosen = list(spec.baselines) + [m for m in chosen if m not in spec.baselines]
     unknown = [m for m in chosen if m not in list_methods()]
     if unknown:
         raise SweepError(f"Unknown methods {unknown}; registered: {list_methods()}.")
@@ -279,7 +280,7 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
     plan: List[tuple[str, Path, bool]] = [(m, folder, False) for m in runs_2d]
     if runs_3d:
         _link_data(source, folder / "ct")
-        plan += [(m, folder / "ct", True) for m in runs_3d + list(spec.baselines)]
+        plan += [(m, folder / "ct", True) for m in list(spec.baselines) + runs_3d]
 
     from tqdm.auto import tqdm
 
