@@ -35,8 +35,6 @@ def baseline_folder(run_dir: str | Path, method: str, seed: int) -> Path:
 
 def _baseline_config(cfg: ExperimentConfig, method: str, seed: int) -> ExperimentConfig:
     cfg = copy.deepcopy(cfg)
-    if cfg.method.name != method:  # built for another method's config: keep only its encoders
-        cfg.method.params, cfg.method.loss_weights = {}, {}
     cfg.method.name = method
     cfg.models.init_checkpoint = ""
     cfg.training.random_seed = seed

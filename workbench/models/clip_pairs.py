@@ -145,8 +145,10 @@ class ClipDualEncoder(DualEncoder):
         self.format = fmt
         self.train(True)
 
-    def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0) -> None:
+    def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0,
+               batchnorm: bool = False) -> None:
         freeze_clip_pair(self, image, text, image_layers, text_layers)
+        self.frozen_batchnorm = batchnorm  # RN50-style CLIP towers have batch norm
         self.train(self.training)
 
     def _fit_size(self, images: Tensor) -> Tensor:
@@ -285,7 +287,7 @@ def load_clip_pair(path: str | Path, freeze_image: bool = False, freeze_text: bo
                        freeze_image=freeze_image, freeze_text=freeze_text, freeze_image_layers=freeze_image_layers,
                        freeze_text_layers=freeze_text_layers)
     pair = ClipDualEncoder(image, text, image_proj, text_proj, logit_scale, cfg, fmt)
-    pair.freeze(freeze_image, freeze_text, freeze_image_layers, freeze_text_layers)
+    pair.freeze(freeze_image, freeze_text, freeze_image_layers, freeze_text_layers, cfg.freeze_batchnorm)
     return pair
 
 

@@ -32,6 +32,8 @@ class DualEncoder(nn.Module):
     their batch-norm statistics never drift (LiT, Zhai et al. 2022, §3: a locked tower).
     """
 
+    frozen_batchnorm = False  # class default: subclasses that build their own towers inherit it
+
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int = 256,
                  projection: str = "linear") -> None:
         super().__init__()

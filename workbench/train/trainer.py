@@ -17,6 +17,7 @@ Output folder (`run_dir/train/<method>-<seed>/`, or `<data.model_save_path>/<met
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import random
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from workbench.config import ExperimentConfig
+from workbench.config import ExperimentConfig, MethodConfig
 from workbench.io import atomic_path
 from workbench.methods.base import Method, move_to
 from workbench.train.distributed import (DistContext, EpochSampler, all_gather_with_grad, barrier, init_distributed,
@@ -474,7 +475,9 @@ def train(cfg: ExperimentConfig, run_dir: Optional[str | Path] = None, progress:
     if init in ("frozen", "locked"):  # this seed's baseline in the run folder, trained first if absent
         from workbench.eval.baselines import ensure_baselines
 
-        [folder] = ensure_baselines(run_dir, cfg, cfg.training.random_seed, [init], progress=progress)
+        baseline_cfg = copy.deepcopy(cfg)
+        baseline_cfg.method = MethodConfig(name=init)  # its own defaults, not this method's knobs
+        [folder] = ensure_baselines(run_dir, baseline_cfg, cfg.training.random_seed, [init], progress=progress)
         cfg.models.init_checkpoint = str(folder)
     elif init and not Path(init).is_absolute() and (Path(run_dir) / init).exists():
         cfg.models.init_checkpoint = str(Path(run_dir) / init)
