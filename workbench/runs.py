@@ -47,7 +47,7 @@ PIPELINE: List[tuple[str, Dict[str, Any]]] = [
     ("03_pretrain", {"method": "medtrim"}),
     ("03_pretrain", {"method": "medfinder", "config": "medfinder_demo"}),
     ("04_evaluate", {}),
-    ("05_inspect", {}),
+    ("05_inspect", {"method": "clip"}),  # a 2D model: its attention maps meet the phantom masks
 ]
 
 _TRACKED_LIBRARIES = [
