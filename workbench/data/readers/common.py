@@ -25,14 +25,21 @@ def is_volume_path(path: str | Path) -> bool:
     return name.endswith(VOLUME_SUFFIXES) or Path(path).is_dir()
 
 
-def check_image(path: str | Path, skips: SkipCounter) -> bool:
-    """True when a 2D image file exists, is non-empty and its header opens; else skip + count."""
-    path = Path(path)
+def _file_with_bytes(path: Path, skips: SkipCounter) -> bool:
+    """True when `path` is a file with content; a missing or zero-byte file is skipped and counted."""
     if not path.is_file():
         skips.skip("missing_image", path, "file not found")
         return False
     if path.stat().st_size == 0:
         skips.skip("empty_image_file", path, "zero bytes")
+        return False
+    return True
+
+
+def check_image(path: str | Path, skips: SkipCounter) -> bool:
+    """True when a 2D image file exists, is non-empty and its header opens; else skip + count."""
+    path = Path(path)
+    if not _file_with_bytes(path, skips):
         return False
     try:
         if path.suffix.lower() == ".dcm":
@@ -58,11 +65,7 @@ def check_volume(path: str | Path, skips: SkipCounter) -> bool:
             skips.skip("missing_image", path, "empty DICOM series folder")
             return False
         return True
-    if not path.is_file():
-        skips.skip("missing_image", path, "file not found")
-        return False
-    if path.stat().st_size == 0:
-        skips.skip("empty_image_file", path, "zero bytes")
+    if not _file_with_bytes(path, skips):
         return False
     try:
         import nibabel as nib
