@@ -69,3 +69,16 @@ def test_pipeline_records_each_step_and_its_provenance(tmp_path, monkeypatch):
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "finished" and record["seed"] == 1
     assert record["completed"] == ["00_data_prep", "03_pretrain", "03_pretrain"]
+
+
+def test_a_relative_run_dir_reaches_the_notebook_absolute(tmp_path, monkeypatch):
+    """papermill runs the kernel in notebooks/, where a relative folder would point elsewhere."""
+    import papermill
+
+    from workbench.runs import run_notebook
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, out, parameters, **kw: seen.update(parameters))
+    monkeypatch.chdir(tmp_path)
+    run_notebook("00_data_prep", "runs/a", {"seed": 2})
+    assert seen["run_dir"] == str(tmp_path / "runs" / "a") and seen["seed"] == 2

@@ -215,7 +215,7 @@ def run_notebook(name: str, run_dir: str | os.PathLike, parameters: Optional[Map
     """
     import papermill as pm
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # the kernel runs in notebooks/: a relative path would land there
     run_dir.mkdir(parents=True, exist_ok=True)
     src = notebook_path(name)
     out = run_dir / (output_name or src.name)
