@@ -42,3 +42,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented JSON (sorted keys, so diffs between runs are readable)."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 120, close: bool = True) -> Path:
+    """Save a matplotlib figure as PNG through a temporary file, then (by default) close it so
+    notebooks that save many figures do not pile them up in memory."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    finally:
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+    return Path(path)

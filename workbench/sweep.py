@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.config import ConfigError, ExperimentConfig, load_config
-from workbench.io import atomic_path, write_text_atomic
+from workbench.io import atomic_path, save_figure_atomic, write_text_atomic
 
 LINKED_ARTIFACTS = ("manifest.parquet", "cache", "triplets.csv.xz", "ober.parquet", "data")
 
@@ -308,12 +308,7 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
         table.to_csv(tmp, index=False)
     note = "".join(f"\n- skipped {m}: {why}" for m, why in skipped.items())
     write_text_atomic(files["md"], f"# Sweep leaderboard ({spec.split} split, {seeds} seed(s))\n\n{markdown}{note}\n")
-    fig = leaderboard_figure(table, spec.headline)
-    with atomic_path(files["png"]) as tmp:
-        fig.savefig(tmp, dpi=120)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    save_figure_atomic(leaderboard_figure(table, spec.headline), files["png"], dpi=120)
     return SweepResult(folder, metrics, table, markdown, files, skipped)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.data.labels import LABEL_PREFIX, label_columns
-from workbench.io import atomic_path
+from workbench.io import atomic_path, save_figure_atomic
 from workbench.viz.session import INSPECT_DIR, assertion_of, primary_finding
 
 BASE_COLOURINGS = ("finding", "modality", "split")
@@ -72,17 +72,9 @@ class EmbeddingMap:
 
     def save_png(self, color_by: str = "finding", join_pairs: bool = False, path: Optional[Path] = None) -> Path:
         """The static figure, written atomically into `inspect/` (name says the colouring)."""
-        import matplotlib.pyplot as plt
-
         safe = color_by.replace(": ", "-").replace(" ", "_")
         path = Path(path) if path else self.inspect_dir / f"embedding_map-{safe}.png"
-        fig = self.plot(color_by, join_pairs)
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        finally:
-            plt.close(fig)
-        return path
+        return save_figure_atomic(self.plot(color_by, join_pairs), path, dpi=120)
 
 
 def load_embedding_map(session, seed: int = 0) -> EmbeddingMap:

@@ -459,18 +459,10 @@ class AttentionInspector:
 
     def save_png(self, i: int, phrase: str, method: str = "similarity", slice_index: Optional[int] = None):
         """The figure of study i written atomically to `inspect/attention-<study>-<method>.png`."""
-        import matplotlib.pyplot as plt
-
-        from workbench.io import atomic_path
+        from workbench.io import save_figure_atomic
 
         path = self.session.inspect_dir / f"attention-{self.session.study_ids()[i]}-{method}.png"
-        fig = self.figure(i, phrase, method, slice_index)
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        finally:
-            plt.close(fig)
-        return path
+        return save_figure_atomic(self.figure(i, phrase, method, slice_index), path, dpi=110)
 
 
 def _finding_for_phrase(phrase: str, masks: dict) -> Optional[str]:
