@@ -121,6 +121,13 @@ def read_checkpoint_meta(path: str | os.PathLike) -> Dict[str, Any]:
     return meta
 
 
+def _encoder_state(folder: Path) -> Dict[str, torch.Tensor]:
+    """The encoder weights of a checkpoint folder, without the method's extra state."""
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith(_EXTRA_PREFIX)}
+
+
 def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.device = "cpu",
                   method: Optional[str] = None) -> DualEncoder:
     """Rebuild a DualEncoder from a checkpoint without any training code.
@@ -148,7 +155,7 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
     text_encoder = text_encoder_from_saved(folder / TEXT_FOLDER, cfg.text_pooling, meta["text_encoder"])
     model = DualEncoder(image_encoder, text_encoder, embed_dim=int(meta["embed_dim"]), projection=cfg.projection)
     model.max_text_tokens = int(meta.get("max_text_tokens", model.max_text_tokens))
-    state = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith(_EXTRA_PREFIX)}
+    state = _encoder_state(folder)
     model.load_state_dict(state, strict=True)
     model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
                  cfg.freeze_batchnorm)
@@ -178,10 +185,7 @@ def load_models_config(path: str | os.PathLike) -> ModelsConfig:
 def init_from_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Copy a saved pair's weights into `model` (same architecture), e.g. to fine-tune end to end
     from the `locked` baseline as LiT's "unlocked" follow-up does (Zhai et al. 2022, Sec. 4)."""
-    from safetensors.torch import load_file
-
-    folder = find_checkpoint(path)
-    state = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith(_EXTRA_PREFIX)}
+    state = _encoder_state(find_checkpoint(path))
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
