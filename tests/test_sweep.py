@@ -90,3 +90,29 @@ def test_tiny_sweep_end_to_end_writes_one_leaderboard(tmp_path, monkeypatch):
     assert "| asg | 1 |" in result.files["md"].read_text()
     saved = pd.read_csv(result.files["csv"])
     assert math.isclose(saved["mean"].sum(), board["mean"].sum())
+
+
+def test_sweep_caches_the_source_images_at_its_own_size_and_leaves_the_source_alone(tmp_path, tiny_manifest):
+    from workbench.data.cache import build_image_cache, build_volume_cache
+    from workbench.data.datasets import StudyDataset
+    from workbench.data.manifest import write_manifest
+    from workbench.sweep import _sweep_cache
+
+    source, folder = tmp_path / "source", tmp_path / "sweep"
+    write_manifest(tiny_manifest, source / "manifest.parquet")
+    build_image_cache(tiny_manifest, source / "cache", 64, progress=False)
+    build_volume_cache(tiny_manifest, source / "cache", (16, 16, 16), progress=False)
+    before = sorted(p.name for p in (source / "cache").iterdir())
+
+    sizes = _sweep_cache(source, folder, 48, progress=False)
+
+    assert sizes == {"data.image_size": 48, "data.volume_size": [16, 16, 16]}
+    assert sorted(p.name for p in (source / "cache").iterdir()) == before  # nothing written there
+    assert not (folder / "cache").is_symlink() and (folder / "manifest.parquet").exists()
+    images = StudyDataset(tiny_manifest, folder / "cache", split="train", fields=("image",))
+    assert tuple(images[0]["image"].shape[-2:]) == (48, 48)
+    volumes = StudyDataset(tiny_manifest, folder / "cache", modality="ct", fields=("image",))
+    assert tuple(volumes[0]["image"].shape[-3:]) == (16, 16, 16)
+    # same size as the source: the source's cache is linked, not rebuilt
+    linked = _sweep_cache(source, tmp_path / "same", 64, progress=False)
+    assert (tmp_path / "same" / "cache").is_symlink() and linked["data.image_size"] == 64

@@ -40,7 +40,7 @@ class DataConfig:
     image_size: int = 224
     volume_size: List[int] = field(default_factory=lambda: [64, 64, 64])
     n_studies: int = 2000  # demo: 2D studies to generate
-    n_ct_studies: int = 200  # demo: 3D studies to generate
+    n_ct_studies: int = 400  # demo: 3D studies to generate (~40 test volumes: R@k above noise)
     split_fractions: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: int = 0
     label_set: str = "demo"

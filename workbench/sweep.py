@@ -12,7 +12,9 @@ ONLY the `method` section of the method's own bundled config (its loss weights a
 
 Layout: the sweep gets its own run folder `papermill_runs/<time>-sweep/` whose data
 (manifest, cache, triplets) are links to the source run folder's, so no earlier training
-there is overwritten; 3D methods and their baselines train in its `ct/` sub-folder. A re-run
+there is overwritten. Every 2D run trains and is evaluated at the spec's `data.image_size`
+(128 px: the CPU budget); when the source cached another size, the sweep caches the source's
+images once at that size in its own `cache/` (the source is never touched); 3D methods and their baselines train in its `ct/` sub-folder. A re-run
 with the same `out_dir` skips runs whose encoders already exist. Written at the end:
 `leaderboard.csv` (tidy: modality, method, metric, mean, std, n_seeds), `leaderboard.md` and
 `leaderboard.png`.
@@ -112,6 +114,28 @@ def cache_sizes(run_dir: str | Path) -> Dict[str, Any]:
     return out
 
 
+def _sweep_cache(source: Path, folder: Path, image_size: Optional[int], progress: bool) -> Dict[str, Any]:
+    """Give the sweep folder a `cache/` at `image_size` (links to the source's caches, plus the
+    2D cache rebuilt from the source's images when the source holds another size); returns the
+    data sizes every run uses."""
+    from workbench.data.cache import build_image_cache, image_cache_files
+    from workbench.data.manifest import read_manifest
+
+    sizes = cache_sizes(source)
+    if not image_size or sizes.get("data.image_size", image_size) == image_size:
+        _link_data(source, folder)
+        return sizes
+    cache = folder / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for src in sorted((source / "cache").glob("volumes_*")):  # 3D caches: shared as they are
+        _link_file(src, cache / src.name)
+    _link_data(source, folder)  # everything else (`cache` now exists, so it is kept)
+    if not image_cache_files(cache, image_size)[0].is_file():
+        manifest = read_manifest(source / "manifest.parquet")
+        build_image_cache(manifest, cache, int(image_size), progress=progress)
+    return {**sizes, "data.image_size": int(image_size)}
+
+
 def run_config(spec: SweepSpec, method: str, seed: int, is_3d: bool, extra: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
     """The config of one sweep run: shared settings (+ `ct` for 3D) + the method's own section."""
     from omegaconf import OmegaConf
@@ -133,17 +157,21 @@ def run_config(spec: SweepSpec, method: str, seed: int, is_3d: bool, extra: Opti
         raise ConfigError(f"Sweep config for {method!r} is invalid: {exc}") from None
 
 
+def _link_file(src: Path, dst: Path) -> None:
+    """Link `dst` to `src` (a copy where links are impossible); an existing `dst` is kept."""
+    if not src.exists() or dst.exists() or dst.is_symlink():
+        return
+    try:
+        os.symlink(src.resolve(), dst, target_is_directory=src.is_dir())
+    except OSError:
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+
+
 def _link_data(source: Path, target: Path) -> None:
     """Give `target` the source run's data by links (copies where links are impossible)."""
     target.mkdir(parents=True, exist_ok=True)
     for name in LINKED_ARTIFACTS:
-        src, dst = source / name, target / name
-        if not src.exists() or dst.exists() or dst.is_symlink():
-            continue
-        try:
-            os.symlink(src.resolve(), dst, target_is_directory=src.is_dir())
-        except OSError:
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        _link_file(source / name, target / name)
 
 
 def _expand_methods(methods: str | Sequence[str], spec: SweepSpec) -> List[str]:
@@ -257,10 +285,9 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
     except RunNotFoundError:
         source = new_run_dir("data")
         prepare_run_data(run_config(spec, "clip", 0, False, extra), source, progress=progress)
-    sizes = cache_sizes(source)
-    extra = {**extra, **sizes}
     folder = Path(out_dir) if out_dir else new_run_dir("sweep")
-    _link_data(source, folder)
+    image_size = extra.get("data.image_size", spec.base.get("data.image_size"))
+    extra = {**extra, **_sweep_cache(source, folder, image_size, progress)}
 
     from workbench.data.manifest import read_manifest
 
@@ -279,7 +306,7 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
     runs_3d = [m for m in chosen if m in spec.methods_3d and m not in skipped]
     plan: List[tuple[str, Path, bool]] = [(m, folder, False) for m in runs_2d]
     if runs_3d:
-        _link_data(source, folder / "ct")
+        _link_data(folder, folder / "ct")
         plan += [(m, folder / "ct", True) for m in list(spec.baselines) + runs_3d]
 
     from tqdm.auto import tqdm

@@ -44,7 +44,7 @@ def _text(ds: "StudyDataset", i: int) -> str:
 def _labels(ds: "StudyDataset", i: int) -> torch.Tensor:
     if not ds.label_names:
         return torch.zeros(0, dtype=torch.float32)
-    return torch.as_tensor(ds.label_values[i], dtype=torch.float32)
+    return torch.tensor(ds.label_values[i], dtype=torch.float32)  # a copy: the row may be read-only
 
 
 # Field name -> loader. `image2` is a second, independently augmented view of the same image.

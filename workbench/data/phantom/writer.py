@@ -218,7 +218,7 @@ def _prepare_root(root: Path, stamp: dict) -> bool:
     return False
 
 
-def generate_demo(root: str | os.PathLike, n_studies: int = 2000, n_ct_studies: int = 200, image_size: int = 256,
+def generate_demo(root: str | os.PathLike, n_studies: int = 2000, n_ct_studies: int = 400, image_size: int = 256,
                   volume_size: Tuple[int, int, int] = (64, 64, 64), seed: int = 0, progress: bool = True,
                   workers: Optional[int] = None) -> Path:
     """Generate the embedded demo dataset under `root` and return `root`.
