@@ -1,6 +1,7 @@
 """Run folders, provenance and the artifact lookup that ties notebooks together."""
 
 import json
+import os
 import time
 
 import pytest
@@ -17,6 +18,11 @@ def test_newest_run_holding_the_artifact_is_found(tmp_path):
     (newer / "manifest.parquet").write_bytes(b"x")
     time.sleep(1.1)
     new_run_dir("cccc", root=tmp_path)  # newest, but without a manifest
+    assert find_run_dir("manifest", root=tmp_path) == newer
+    named = tmp_path / "zz-covid-notes"  # sorts last by name, but its manifest is older
+    named.mkdir()
+    (named / "manifest.parquet").write_bytes(b"x")
+    os.utime(named / "manifest.parquet", (0, 0))
     assert find_run_dir("manifest", root=tmp_path) == newer
 
 

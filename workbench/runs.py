@@ -96,7 +96,8 @@ def new_run_dir(config_hash: str = "", root: Optional[Path] = None) -> Path:
 
 
 def find_run_dir(artifact: str, run_dir: str | os.PathLike | None = None, root: Optional[Path] = None) -> Path:
-    """The given `run_dir`, or the newest run folder that holds `artifact`.
+    """The given `run_dir`, or the run folder whose `artifact` was written last (not the last
+    name: a hand-named folder such as `covid-notes` must not shadow every newer timestamped run).
 
     A given folder must hold the artifact; otherwise the error names the notebook to run first.
     """
@@ -111,7 +112,8 @@ def find_run_dir(artifact: str, run_dir: str | os.PathLike | None = None, root: 
             )
         return path
     root = Path(root) if root else runs_root()
-    candidates = sorted((p for p in root.glob("*") if p.is_dir() and (p / rel).exists()), key=lambda p: p.name)
+    candidates = sorted((p for p in root.glob("*") if p.is_dir() and (p / rel).exists()),
+                        key=lambda p: ((p / rel).lstat().st_mtime, p.name))
     if not candidates:
         raise RunNotFoundError(
             f"No run folder under {root} holds {rel}; run notebooks/{notebook}.ipynb first "
