@@ -116,3 +116,12 @@ def test_sweep_caches_the_source_images_at_its_own_size_and_leaves_the_source_al
     # same size as the source: the source's cache is linked, not rebuilt
     linked = _sweep_cache(source, tmp_path / "same", 64, progress=False)
     assert (tmp_path / "same" / "cache").is_symlink() and linked["data.image_size"] == 64
+
+
+def test_chance_levels_come_from_the_suite_rows_and_mean_metrics_average_both_directions():
+    from workbench.sweep import chance_levels
+
+    rows = pd.DataFrame({"modality": ["ct", "ct", "cxr"], "metric": ["i2t_R@10_chance", "t2i_R@10_chance", "i2t_P@10"],
+                         "value": [25.0, 27.0, 40.0]})
+    levels = chance_levels(rows, ["mean_R@10", "i2t_R@10", "i2t_P@10"])
+    assert levels == {("ct", "mean_R@10"): 26.0, ("ct", "i2t_R@10"): 25.0}  # P@10 has no recorded chance

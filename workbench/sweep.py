@@ -227,8 +227,22 @@ def leaderboard_markdown(table: pd.DataFrame, names: Sequence[str]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def leaderboard_figure(table: pd.DataFrame, headline: Sequence[str]):
-    """Bars of the headline metrics per method (error bars: std over seeds), one panel per modality."""
+def chance_levels(metrics: pd.DataFrame, names: Sequence[str]) -> Dict[tuple, float]:
+    """(modality, metric) -> the chance level the suite recorded for it (`<metric>_chance`;
+    a `mean_R@k` takes the i2t/t2i mean), so the plot can draw the floor a bar must clear."""
+    chance: Dict[tuple, float] = {}
+    for name in names:
+        sources = [f"{d}_{name[len('mean_'):]}_chance" for d in ("i2t", "t2i")] if name.startswith("mean_") \
+            else [f"{name}_chance"]
+        rows = metrics[metrics["metric"].isin(sources)]
+        for modality, values in rows.groupby("modality")["value"]:
+            chance[(modality, name)] = float(values.mean())
+    return chance
+
+
+def leaderboard_figure(table: pd.DataFrame, headline: Sequence[str], chance: Optional[Mapping[tuple, float]] = None):
+    """Bars of the headline metrics per method (error bars: std over seeds), one panel per
+    modality; a method keeps its colour in every panel, and dashed lines mark chance."""
     import matplotlib
 
     if not os.environ.get("MPLBACKEND"):
@@ -236,21 +250,28 @@ def leaderboard_figure(table: pd.DataFrame, headline: Sequence[str]):
     import matplotlib.pyplot as plt
 
     modalities = sorted(table["modality"].unique())
-    fig, axes = plt.subplots(1, max(1, len(modalities)), figsize=(5.5 * max(1, len(modalities)), 3.6), squeeze=False)
+    palette = plt.get_cmap("tab10")
+    colours = {m: palette(i % 10) for i, m in enumerate(sorted(table["method"].unique()))}
+    fig, axes = plt.subplots(1, max(1, len(modalities)), figsize=(5.5 * max(1, len(modalities)), 3.9), squeeze=False)
     for ax, modality in zip(axes[0], modalities):
         sub = table[(table["modality"] == modality) & table["metric"].isin(headline)]
-        methods = list(dict.fromkeys(sub["method"]))
+        methods = sorted(dict.fromkeys(sub["method"]))
         metrics = [m for m in headline if m in set(sub["metric"])]
         width = 0.8 / max(1, len(methods))
         for i, method in enumerate(methods):
             rows = sub[sub["method"] == method].set_index("metric")
             x = np.arange(len(metrics)) + (i - (len(methods) - 1) / 2) * width
-            ax.bar(x, [rows["mean"].get(m, np.nan) for m in metrics], width,
+            ax.bar(x, [rows["mean"].get(m, np.nan) for m in metrics], width, color=colours[method],
                    yerr=[rows["std"].get(m, 0.0) for m in metrics], capsize=3, label=method)
+        for j, metric in enumerate(metrics):
+            level = (chance or {}).get((modality, metric))
+            if level is not None:
+                ax.hlines(level, j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1,
+                          label="chance" if j == 0 else None)
         ax.set_xticks(np.arange(len(metrics)), metrics)
         ax.set_title(f"{modality}: mean ± std over seeds")
         ax.set_ylabel("%")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -326,8 +347,8 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
                                  device=extra.get("training.device", spec.base.get("training.device", "auto")),
                                  progress=progress)
         tables.append(evaluated)
-    metrics = pd.concat(tables, ignore_index=True)
-    metrics = metrics[metrics["method"].isin(chosen)]
+    all_metrics = pd.concat(tables, ignore_index=True)
+    metrics = all_metrics[all_metrics["method"].isin(chosen)]
     table = leaderboard_table(metrics, spec.metrics)
     markdown = leaderboard_markdown(table, spec.metrics)
     files = {"csv": folder / "leaderboard.csv", "md": folder / "leaderboard.md", "png": folder / "leaderboard.png"}
@@ -335,7 +356,8 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
         table.to_csv(tmp, index=False)
     note = "".join(f"\n- skipped {m}: {why}" for m, why in skipped.items())
     write_text_atomic(files["md"], f"# Sweep leaderboard ({spec.split} split, {seeds} seed(s))\n\n{markdown}{note}\n")
-    save_figure_atomic(leaderboard_figure(table, spec.headline), files["png"], dpi=120)
+    save_figure_atomic(leaderboard_figure(table, spec.headline, chance_levels(all_metrics, spec.headline)),
+                       files["png"], dpi=120)
     return SweepResult(folder, metrics, table, markdown, files, skipped)
 
 
