@@ -113,6 +113,9 @@ def test_sweep_caches_the_source_images_at_its_own_size_and_leaves_the_source_al
     assert tuple(images[0]["image"].shape[-2:]) == (48, 48)
     volumes = StudyDataset(tiny_manifest, folder / "cache", modality="ct", fields=("image",))
     assert tuple(volumes[0]["image"].shape[-3:]) == (16, 16, 16)
+    built = (folder / "cache" / "images_48.npy").stat().st_mtime_ns
+    assert _sweep_cache(source, folder, 48, progress=False) == sizes  # a resumed sweep reuses its cache
+    assert (folder / "cache" / "images_48.npy").stat().st_mtime_ns == built
     # same size as the source: the source's cache is linked, not rebuilt
     linked = _sweep_cache(source, tmp_path / "same", 64, progress=False)
     assert (tmp_path / "same" / "cache").is_symlink() and linked["data.image_size"] == 64

@@ -14,8 +14,9 @@ Layout: the sweep gets its own run folder `papermill_runs/<time>-sweep/` whose d
 (manifest, cache, triplets) are links to the source run folder's, so no earlier training
 there is overwritten. Every 2D run trains and is evaluated at the spec's `data.image_size`
 (128 px: the CPU budget); when the source cached another size, the sweep caches the source's
-images once at that size in its own `cache/` (the source is never touched); 3D methods and their baselines train in its `ct/` sub-folder. A re-run
-with the same `out_dir` skips runs whose encoders already exist. Written at the end:
+images once at that size in its own `cache/` (the source is never touched). 3D methods and
+their baselines train in its `ct/` sub-folder. A re-run with the same `out_dir` skips runs
+whose encoders already exist. Written at the end:
 `leaderboard.csv` (tidy: modality, method, metric, mean, std, n_seeds), `leaderboard.md` and
 `leaderboard.png`.
 """
@@ -118,7 +119,7 @@ def _sweep_cache(source: Path, folder: Path, image_size: Optional[int], progress
     """Give the sweep folder a `cache/` at `image_size` (links to the source's caches, plus the
     2D cache rebuilt from the source's images when the source holds another size); returns the
     data sizes every run uses."""
-    from workbench.data.cache import build_image_cache, image_cache_files
+    from workbench.data.cache import build_image_cache
     from workbench.data.manifest import read_manifest
 
     sizes = cache_sizes(source)
@@ -130,9 +131,8 @@ def _sweep_cache(source: Path, folder: Path, image_size: Optional[int], progress
     for src in sorted((source / "cache").glob("volumes_*")):  # 3D caches: shared as they are
         _link_file(src, cache / src.name)
     _link_data(source, folder)  # everything else (`cache` now exists, so it is kept)
-    if not image_cache_files(cache, image_size)[0].is_file():
-        manifest = read_manifest(source / "manifest.parquet")
-        build_image_cache(manifest, cache, int(image_size), progress=progress)
+    # reuses a cache already there only when it holds the same studies (a resumed sweep)
+    build_image_cache(read_manifest(source / "manifest.parquet"), cache, int(image_size), progress=progress)
     return {**sizes, "data.image_size": int(image_size)}
 
 
@@ -347,8 +347,8 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
                                  device=extra.get("training.device", spec.base.get("training.device", "auto")),
                                  progress=progress)
         tables.append(evaluated)
-    all_metrics = pd.concat(tables, ignore_index=True)
-    metrics = all_metrics[all_metrics["method"].isin(chosen)]
+    metrics = pd.concat(tables, ignore_index=True)
+    metrics = metrics[metrics["method"].isin(chosen)]
     table = leaderboard_table(metrics, spec.metrics)
     markdown = leaderboard_markdown(table, spec.metrics)
     files = {"csv": folder / "leaderboard.csv", "md": folder / "leaderboard.md", "png": folder / "leaderboard.png"}
@@ -356,7 +356,7 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
         table.to_csv(tmp, index=False)
     note = "".join(f"\n- skipped {m}: {why}" for m, why in skipped.items())
     write_text_atomic(files["md"], f"# Sweep leaderboard ({spec.split} split, {seeds} seed(s))\n\n{markdown}{note}\n")
-    save_figure_atomic(leaderboard_figure(table, spec.headline, chance_levels(all_metrics, spec.headline)),
+    save_figure_atomic(leaderboard_figure(table, spec.headline, chance_levels(metrics, spec.headline)),
                        files["png"], dpi=120)
     return SweepResult(folder, metrics, table, markdown, files, skipped)
 
