@@ -12,7 +12,8 @@ from workbench.eval.stats import best_f1_threshold, bootstrap_ci, f1_accuracy, r
 from workbench.eval.zeroshot import evaluate_binary_scores, prompt_embeddings, prompts_for, zero_shot_scores
 
 # Score matrix S[i, j] = similarity of image i and text j. With identity image embeddings and
-# text embeddings S.T, the dot products reproduce S exactly.
+# text embeddings S.T, the dot products reproduce S exactly (hence normalize=False below: the
+# rows are a hand-built score matrix, not embeddings).
 S = np.array([[0.9, 0.5, 0.9],
               [0.8, 0.2, 0.1],
               [0.3, 0.7, 0.1]], dtype=np.float32)
@@ -22,7 +23,7 @@ TXT = S.T.copy()
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 1024])
 def test_ranks_count_strictly_higher_scores_and_ties_favour_the_query(chunk_size):
-    m = retrieval_metrics(IMG, TXT, chunk_size=chunk_size)
+    m = retrieval_metrics(IMG, TXT, chunk_size=chunk_size, normalize=False)
     # i2t: row 0 ties its true 0.9 with text 2 -> rank 1; row 1: 0.8 > 0.2 -> 2; row 2: 0.3, 0.7 > 0.1 -> 3
     assert m["i2t_R@1"] == pytest.approx(100 / 3) and m["i2t_R@5"] == 100.0
     assert m["i2t_MdR"] == 2.0 and m["i2t_MnR"] == 2.0
@@ -33,7 +34,7 @@ def test_ranks_count_strictly_higher_scores_and_ties_favour_the_query(chunk_size
 
 def test_images_of_one_study_form_one_target():
     # rows 0 and 1 are two images of study s1 (same report): their texts are both true matches
-    m = retrieval_metrics(IMG, TXT, image_groups=["s1", "s1", "s2"], chunk_size=2)
+    m = retrieval_metrics(IMG, TXT, image_groups=["s1", "s1", "s2"], chunk_size=2, normalize=False)
     # i2t: row 1's best true is max(0.8, 0.2) = 0.8 -> rank 1; row 2 stays 3 -> ranks [1, 1, 3]
     assert m["i2t_R@1"] == pytest.approx(200 / 3) and m["i2t_MnR"] == pytest.approx(5 / 3)
     # t2i: text 1 now matches images 0 and 1: best 0.5, only 0.7 higher -> 2; ranks [1, 2, 2]
@@ -42,7 +43,7 @@ def test_images_of_one_study_form_one_target():
 
 def test_duplicate_texts_are_not_punished():
     # texts 0 and 2 are the same report text: image 2's best true is max(0.3, 0.1) -> rank 2
-    m = retrieval_metrics(IMG, TXT, text_groups=["a", "b", "a"])
+    m = retrieval_metrics(IMG, TXT, text_groups=["a", "b", "a"], normalize=False)
     assert m["i2t_MnR"] == pytest.approx((1 + 2 + 2) / 3)
     # t2i: text 2's best true image is max(0.9, 0.1) = 0.9 -> rank 1; text 1 stays 3
     assert m["t2i_MnR"] == pytest.approx((1 + 3 + 1) / 3)
@@ -53,6 +54,32 @@ def test_chunked_equals_naive_full_sort_on_random_embeddings():
     img = rng.normal(size=(300, 16)).astype(np.float32)
     txt = img + rng.normal(scale=2.0, size=img.shape).astype(np.float32)
     assert retrieval_metrics(img, txt, chunk_size=64) == naive_retrieval_metrics(img, txt)
+
+
+def test_retrieval_ranks_by_cosine_so_any_positive_row_rescaling_gives_the_same_numbers():
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(3000, 32))
+    txt = img + rng.normal(scale=3.0, size=img.shape)
+    base = retrieval_metrics(img, txt, chunk_size=512)
+    scaled_img = img * rng.uniform(1e-3, 1e3, size=(3000, 1))
+    scaled_txt = txt * rng.uniform(1e-3, 1e3, size=(3000, 1))
+    assert retrieval_metrics(scaled_img, scaled_txt, chunk_size=512) == base
+    # float32 rows (what encoders give) rescaled exactly (by powers of two) give the same too
+    img32, txt32 = img.astype(np.float32), txt.astype(np.float32)
+    pow2 = 2.0 ** rng.integers(-8, 9, size=(3000, 1))
+    assert retrieval_metrics(img32 * pow2.astype(np.float32), txt32, chunk_size=512) == retrieval_metrics(img32, txt32)
+    # the raw dot product ranks the rescaled rows differently: what the issue measured
+    assert retrieval_metrics(scaled_img, scaled_txt, normalize=False)["i2t_R@1"] != base["i2t_R@1"]
+    assert naive_retrieval_metrics(scaled_img, scaled_txt) == base
+
+
+def test_cosine_not_dot_product_decides_a_hand_built_case():
+    # text 0 (image 0's report) points along image 0 but is short; text 1 is long and off-axis
+    img = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    txt = np.array([[0.1, 0.0], [10.0, 9.0]], dtype=np.float32)
+    # dot: image 0 scores text 1 (10) above its own text 0 (0.1) -> rank 2; cosine: 1.0 > 0.74 -> rank 1
+    assert retrieval_metrics(img, txt, normalize=False)["i2t_R@1"] == 50.0
+    assert retrieval_metrics(img, txt)["i2t_R@1"] == 100.0
 
 
 def test_chance_level_of_random_ranking():

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from workbench.eval.retrieval import as_numpy
+from workbench.eval.retrieval import as_numpy, l2_normalize
 
 PRECISION_KS = (1, 5, 10)
 KEYWORD_KS = (20, 50, 100)
@@ -48,7 +48,7 @@ def top_k_indices(queries: np.ndarray, candidates: np.ndarray, k: int, chunk_siz
 def class_aware_precision(image_emb, text_emb, labels, ks: Sequence[int] = PRECISION_KS,
                           chunk_size: int = 1024) -> Dict[str, float]:
     """i2t and t2i Precision@K (percent) with exact-finding-set relevance, and `_any` variants."""
-    img, txt = as_numpy(image_emb), as_numpy(text_emb)
+    img, txt = l2_normalize(as_numpy(image_emb)), l2_normalize(as_numpy(text_emb))  # cosine, as retrieval
     present = present_matrix(labels)
     if present.shape[0] != img.shape[0]:
         raise ValueError(f"labels has {present.shape[0]} rows but there are {img.shape[0]} embeddings.")
@@ -71,7 +71,7 @@ def keyword_precision(query_emb, image_emb, labels, findings: Sequence[str],
                       ks: Sequence[int] = KEYWORD_KS) -> Dict[str, float]:
     """P@K (percent) of images showing finding f among the top K for query f, per finding and
     the mean over findings that occur at all (`kw_P@K`). K is capped at the number of images."""
-    queries, images = as_numpy(query_emb), as_numpy(image_emb)
+    queries, images = l2_normalize(as_numpy(query_emb)), l2_normalize(as_numpy(image_emb))
     present = present_matrix(labels)
     if queries.shape[0] != len(findings) or present.shape[1] != len(findings):
         raise ValueError("keyword_precision needs one query embedding and one label column per finding.")

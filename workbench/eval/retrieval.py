@@ -1,7 +1,10 @@
 """Cross-modal retrieval metrics (R@K, median and mean rank), computed in chunks.
 
-Rank of a query = 1 + the number of candidates scoring strictly higher than its best-scoring
-true match (ties count in the query's favour), as MedFinder and open_clip report. The score
+Scores are cosine similarities, as every CLIP-style evaluation reports: embeddings are
+L2-normalised here (one cheap pass), so a caller's unnormalised rows (or any positive rescaling
+of them) give the same ranks. Rank of a query = 1 + the number of candidates scoring strictly
+higher than its best-scoring true match (ties count in the query's favour), as MedFinder and
+open_clip report. The score
 matrix is built one query chunk at a time, so memory is O(N x chunk), never N x N, and no
 row is sorted.
 """
@@ -15,11 +18,26 @@ import numpy as np
 KS = (1, 5, 10)
 
 
-def as_numpy(x) -> np.ndarray:
-    """A float32 array from a numpy array or a (possibly GPU, grad-tracking) torch tensor."""
+def as_numpy(x, keep_double: bool = False) -> np.ndarray:
+    """A float32 array from a numpy array or a (possibly GPU, grad-tracking) torch tensor
+    (`keep_double`: float64 input stays float64)."""
     if hasattr(x, "detach"):
-        x = x.detach().to("cpu").float().numpy()
-    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        x = x.detach().to("cpu")
+        x = x.numpy() if keep_double and str(x.dtype) == "torch.float64" else x.float().numpy()
+    arr = np.asarray(x)
+    dtype = np.float64 if keep_double and arr.dtype == np.float64 else np.float32
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero): dot products become cosine similarities.
+
+    Kept in float64 (and so are the scores computed from it): a row and any positive multiple
+    of it then agree to ~1e-16, so rescaling cannot reorder near-ties that float32 rounding would.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x64, axis=1, keepdims=True)
+    return np.ascontiguousarray(x64 / np.where(norms > 0, norms, 1.0))
 
 
 def group_codes(groups: Optional[Sequence], n: int, what: str) -> np.ndarray:
@@ -66,13 +84,17 @@ def summarize_ranks(ranks: np.ndarray, prefix: str, ks: Sequence[int] = KS) -> D
 
 
 def retrieval_ranks(image_emb, text_emb, image_groups: Optional[Sequence] = None,
-                    text_groups: Optional[Sequence] = None,
-                    chunk_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-query ranks (image->text, text->image); see `retrieval_metrics` for the match rule."""
-    img = as_numpy(image_emb)
-    txt = as_numpy(text_emb)
+                    text_groups: Optional[Sequence] = None, chunk_size: int = 1024,
+                    normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-query ranks (image->text, text->image) by cosine similarity; see `retrieval_metrics`
+    for the match rule. `normalize=False` ranks by the raw dot product (rows that already are
+    a hand-built score matrix)."""
+    img = as_numpy(image_emb, keep_double=True)
+    txt = as_numpy(text_emb, keep_double=True)
     if img.ndim != 2 or txt.ndim != 2 or img.shape != txt.shape:
         raise ValueError(f"image_emb {img.shape} and text_emb {txt.shape} must be paired [N, E] arrays of equal shape.")
+    if normalize:
+        img, txt = l2_normalize(img), l2_normalize(txt)
     n = img.shape[0]
     ig = group_codes(image_groups, n, "image_groups")
     tg = group_codes(text_groups, n, "text_groups")
@@ -82,8 +104,10 @@ def retrieval_ranks(image_emb, text_emb, image_groups: Optional[Sequence] = None
 
 
 def retrieval_metrics(image_emb, text_emb, image_groups: Optional[Sequence] = None,
-                      text_groups: Optional[Sequence] = None, chunk_size: int = 1024) -> Dict[str, float]:
-    """Image->text and text->image R@1/5/10 (percent), MdR and MnR (1-based ranks).
+                      text_groups: Optional[Sequence] = None, chunk_size: int = 1024,
+                      normalize: bool = True) -> Dict[str, float]:
+    """Image->text and text->image R@1/5/10 (percent), MdR and MnR (1-based ranks), ranking by
+    cosine similarity (rows are L2-normalised inside: their scale never changes a result).
 
     Row i of `image_emb` and row i of `text_emb` are a pair (an image and its report). Without
     groups, pair i is query i's only true match. With groups, rows i and j also match when
@@ -91,7 +115,7 @@ def retrieval_metrics(image_emb, text_emb, image_groups: Optional[Sequence] = No
     target) or a text group (e.g. one id per distinct report text: duplicate texts are not
     punished). Rank = 1 + candidates scoring strictly higher than the best true match.
     """
-    i2t, t2i = retrieval_ranks(image_emb, text_emb, image_groups, text_groups, chunk_size)
+    i2t, t2i = retrieval_ranks(image_emb, text_emb, image_groups, text_groups, chunk_size, normalize)
     return {**summarize_ranks(i2t, "i2t_"), **summarize_ranks(t2i, "t2i_")}
 
 
@@ -106,14 +130,15 @@ def chance_retrieval_metrics(n: int, ks: Sequence[int] = KS) -> Dict[str, float]
     return out
 
 
-def naive_retrieval_metrics(image_emb, text_emb) -> Dict[str, float]:
-    """Reference: full N x N score matrix, every row argsorted (the memory-hungry way).
+def naive_retrieval_metrics(image_emb, text_emb, normalize: bool = True) -> Dict[str, float]:
+    """Reference: full N x N cosine-score matrix, every row argsorted (the memory-hungry way).
 
     The rank is the position of the first entry (in descending order) whose score equals the
     true pair's, i.e. 1 + strictly higher scores, so it agrees with the chunked version on ties.
     """
-    img = as_numpy(image_emb)
-    txt = as_numpy(text_emb)
+    img, txt = as_numpy(image_emb, keep_double=True), as_numpy(text_emb, keep_double=True)
+    if normalize:
+        img, txt = l2_normalize(img), l2_normalize(txt)
     out: Dict[str, float] = {}
     for prefix, (q, c) in (("i2t_", (img, txt)), ("t2i_", (txt, img))):
         scores = q @ c.T
