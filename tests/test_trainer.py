@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from workbench.config import load_config
 from workbench.methods import create_method
-from workbench.train.trainer import (Trainer, TrainingError, higher_is_better, resolve_amp, train,
+from workbench.train.trainer import (CHECKPOINT_NAME, Trainer, TrainingError, higher_is_better, resolve_amp, train,
                                      warmup_cosine)
 
 FINDINGS = ["no acute findings", "left pleural effusion", "right upper lobe pneumonia", "cardiomegaly"]
@@ -94,7 +94,7 @@ def test_fit_logs_each_named_term_and_exports_loadable_encoders(tmp_path):
     assert {"loss", "loss/contrastive", "lr", "grad_norm", "stage"} <= set(frame.columns)
     assert steps["loss"].tolist() == pytest.approx(steps["loss/contrastive"].tolist())
     assert steps["lr"].iloc[0] < steps["lr"].iloc[1]  # warm-up
-    assert (out / "checkpoint" / "last.pt").is_file()
+    assert (out / CHECKPOINT_NAME).is_file()
 
     reloaded = load_encoders(out)
     batch = method.collate([PatternPairs(4)[i] for i in range(4)])
@@ -212,4 +212,4 @@ def test_train_writes_checkpoint_metrics_and_run_record_into_the_run_folder(prep
     assert len(val) == 1
     for key in ("val/i2t_R@1", "val/t2i_R@10", "val/i2t_MdR"):
         assert math.isfinite(val[key].iloc[0])
-    assert (out / "encoders.json").is_file() and (out / "checkpoint" / "last.pt").is_file()
+    assert (out / "encoders.json").is_file() and (out / CHECKPOINT_NAME).is_file()

@@ -39,6 +39,13 @@ class DataConfig:
     modality: str = "cxr"  # cxr | ct: which studies of a mixed manifest a run uses
     image_size: int = 224
     volume_size: List[int] = field(default_factory=lambda: [64, 64, 64])
+    # CT preprocessing (workbench.data.transforms.ct_preprocessing): resample finer input to
+    # this spacing (mm; CT-CLIP uses 0.75 x 0.75 x 1.5 before its 480 x 480 x 240 crop, a
+    # cache resized to 64^3 needs no more than 3 mm), window in HU mapped to [0, 1], and how
+    # the body's box meets volume_size (resize | pad)
+    ct_pixdim: List[float] = field(default_factory=lambda: [3.0, 3.0, 3.0])
+    ct_window: List[float] = field(default_factory=lambda: [-1000.0, 1000.0])
+    ct_fit: str = "resize"
     n_studies: int = 2000  # demo: 2D studies to generate
     n_ct_studies: int = 400  # demo: 3D studies to generate (~40 test volumes: R@k above noise)
     split_fractions: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])

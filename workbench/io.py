@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List
+
+# `atomic_path`'s temporary names: ".<name>.<8 random chars from mkstemp>.tmp<name's suffixes>"
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>.*)$")
 
 
 @contextlib.contextmanager
@@ -30,6 +34,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def is_atomic_temp(name: str) -> bool:
+    """Whether a file name is one of `atomic_path`'s temporary names."""
+    match = _TEMP_NAME.match(name)
+    return bool(match) and match["suffix"] == "".join(Path(match["name"]).suffixes)
+
+
+def remove_orphaned_temps(folder: str | os.PathLike) -> List[Path]:
+    """Delete the temporary files that writes killed before their rename left in `folder`
+    (not recursive); returns what was removed. Call it only where no write is in flight, e.g.
+    when the one process that writes a folder starts."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if is_atomic_temp(entry.name) and (entry.is_file() or entry.is_symlink()):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -5,6 +5,10 @@ synthetic report is a real report with its sentences shuffled, whitespace varied
 fresh id, so no two are byte-identical and nothing can be served from a cache. Without the
 shared data a small built-in sentence bank is used (and said so).
 
+Two pathological inputs follow (issue 14): one word repeated 20,000 times, and 100,000 words
+of findings without a sentence end or clause terminator, each one clause. Their seconds show
+that labelling time grows linearly with a clause's length (it was quadratic: 34 s and 76 s).
+
     python -m workbench.bench ober [--n 20000] [--seed 0] [--workers N] [--no-cli]
 """
 
@@ -23,7 +27,8 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from workbench.ober.labels import label_reports
-from workbench.ober.ontology import load_ontology
+from workbench.ober.matcher import scan
+from workbench.ober.ontology import TERM, load_ontology
 from workbench.ober.text import join_sections, split_sentences
 
 _FALLBACK_SENTENCES = [
@@ -92,6 +97,38 @@ def one_core(texts: Sequence[str], label_set: str, repeats: int = 3) -> Dict[str
     return {"cpu_s": best_cpu, "wall_s": best_wall}
 
 
+def pathological_texts(words: int = 100_000) -> Dict[str, str]:
+    """One-clause reports: "pneumonia " x 20,000, and `words` words of findings with no sentence end.
+
+    The second cycles the built-in sentences that hold no clause terminator ("there is"),
+    stripped of their full stops, so triggers, anatomy, qualifiers and modifiers all share
+    one clause.
+    """
+    onto = load_ontology()
+    sentences = []
+    for sentence in _FALLBACK_SENTENCES:
+        text = sentence.rstrip(".").lower()
+        if not any(t[2].trig & TERM for sent in scan(onto, text) for t in sent):
+            sentences.append(text)
+    out: List[str] = []
+    k = 0
+    while len(out) < words:
+        out.extend(sentences[k % len(sentences)].split())
+        k += 1
+    return {"repeated_word": "pneumonia " * 20000, "no_period_100k": " ".join(out[:words])}
+
+
+def pathological_seconds(label_set: str) -> Dict[str, float]:
+    """Wall-clock seconds to label each pathological report on its own (one run each)."""
+    load_ontology().label_set(label_set)
+    seconds = {}
+    for name, text in pathological_texts().items():
+        t0 = time.perf_counter()
+        label_reports([text], label_set)
+        seconds[name] = time.perf_counter() - t0
+    return seconds
+
+
 def through_cli(ids: Sequence[str], texts: Sequence[str], label_set: str, workers: int) -> float:
     """Wall-clock seconds of `python -m workbench.ober` (parquet in and out, all workers)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +173,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"CLI, {args.workers} workers (process start, parquet I/O, entities JSON included): "
               f"{cli_rate:,.0f} reports/s ({wall:.1f} s)")
         figures.update({"cli_reports_per_s": round(cli_rate), "cli_workers": args.workers})
+    slow = pathological_seconds(args.label_set)
+    print(f"pathological one-clause reports: \"pneumonia \" x 20,000 in {slow['repeated_word']:.3f} s, "
+          f"100,000 words without a period in {slow['no_period_100k']:.3f} s")
+    figures.update({"repeated_word_s": round(slow["repeated_word"], 4),
+                    "no_period_100k_s": round(slow["no_period_100k"], 4)})
     return figures
 
 

@@ -64,6 +64,15 @@ def reader_options(data_cfg: Any) -> Dict[str, Any]:
     return options
 
 
+def ct_transform_options(data_cfg: Any) -> Dict[str, Any]:
+    """`ct_preprocessing` options from a `DataConfig` (pixdim, window, fit)."""
+    pixdim = [float(p) for p in data_cfg.ct_pixdim] if data_cfg.ct_pixdim else None
+    window = [float(w) for w in data_cfg.ct_window]
+    if len(window) != 2 or window[0] >= window[1]:
+        raise ValueError(f"data.ct_window must be [low, high] in HU with low < high; got {window}.")
+    return {"pixdim": tuple(pixdim) if pixdim else None, "window": tuple(window), "fit": data_cfg.ct_fit}
+
+
 def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd.DataFrame:
     """Notebook 00's work: data (generated for the demo) -> `run_dir/manifest.parquet` + `run_dir/cache/`.
 
@@ -71,9 +80,12 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
     `run_dir/data/` (seeded by `data.split_seed`; reused when the same demo is already there);
     `dataset='medtrim'` reads `data.img_df` + `data.text_df` and needs no `data_root`. The 2D cache is
     built at `data.image_size`, the 3D cache at `data.volume_size`. Studies whose image fails to
-    decode are dropped from the manifest and counted in `attrs["skips"]`.
+    decode are dropped from the manifest and counted in `attrs["skips"]`; how images and
+    volumes were preprocessed is in `attrs["preprocessing"]` (notebook 00 writes it to
+    `manifest.json`).
     """
     from workbench.data.cache import build_image_cache, build_volume_cache, failed_studies
+    from workbench.data.transforms import ct_preprocessing_record
 
     data = cfg.data
     run_dir = Path(run_dir)
@@ -92,15 +104,24 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
     df = build_manifest(data.dataset, root, seed=data.split_seed, split_fractions=tuple(data.split_fractions),
                         strict=data.strict, skips=counter, **reader_options(data))
     failed = []
+    preprocessing: Dict[str, Any] = {}
     if (df["modality"] == "cxr").any():
         failed += failed_studies(build_image_cache(df, run_dir / "cache", data.image_size, skips=counter,
                                                    progress=progress))
+        preprocessing["cxr"] = {"steps": ["decode (DICOM: modality + VOI LUT, MONOCHROME1 inverted; 16-bit min-max)",
+                                          "grayscale uint8", f"letterbox to {data.image_size} px (aspect kept)"],
+                                "image_size": int(data.image_size)}
     if (df["modality"] == "ct").any():
+        ct_options = ct_transform_options(data)
         failed += failed_studies(build_volume_cache(df, run_dir / "cache", data.volume_size, skips=counter,
-                                                    progress=progress))
+                                                    progress=progress, **ct_options))
+        preprocessing["ct"] = ct_preprocessing_record(data.volume_size, **ct_options)
+        preprocessing["ct"]["studies_with_dataset_metadata"] = int(
+            df.get("rescale_slope", pd.Series(dtype=float)).notna().sum())
     attrs = dict(df.attrs)
     df = df[~df["study_id"].isin(failed)].reset_index(drop=True)
     df.attrs.update(attrs)
     df.attrs["skips"] = counter.as_dict()
+    df.attrs["preprocessing"] = preprocessing
     write_manifest(df, run_dir / "manifest.parquet")
     return df

@@ -4,18 +4,20 @@ Training reads the same images many epochs; decoding JPEG (or resampling a CT vo
 time dominates a CPU data loader. The 2D cache is one `.npy` file of uint8 [N, S, S] grayscale
 images (letterboxed: aspect kept, zero-padded) plus an index (study_id -> row); the 3D cache
 is one uint8 [N, D, H, W] array of volumes after the MONAI pipeline of
-`workbench.data.transforms.volume_transform_3d` (values in [0, 1] stored as 0..255).
+`workbench.data.transforms.ct_preprocessing` with each study's own CT metadata (values in
+[0, 1] of the HU window stored as 0..255).
 Full decoding happens here, so a truncated JPEG or NIfTI that passed the readers' header check
 is caught here and counted (`unreadable_image` / `unreadable_volume`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,7 @@ import pandas as pd
 from workbench.data.skips import SkipCounter
 from workbench.io import atomic_path
 
-INDEX_COLUMNS = ["study_id", "row", "image_path", "mtime_ns", "ok", "error"]
+INDEX_COLUMNS = ["study_id", "row", "image_path", "mtime_ns", "prep", "ok", "error", "repairs"]
 
 
 def _mtime_ns(path: str) -> int:
@@ -154,47 +156,71 @@ def _reusable(array_path: Path, index_path: Path, index: pd.DataFrame, shape: Tu
         return False
     same = (list(old["study_id"].astype(str)) == list(index["study_id"])
             and list(old["image_path"].astype(str)) == list(index["image_path"])
-            and list(old["mtime_ns"]) == list(index["mtime_ns"]))
+            and list(old["mtime_ns"]) == list(index["mtime_ns"])
+            and "prep" in old.columns and list(old["prep"].astype(str)) == list(index["prep"]))
     return same and tuple(arr.shape) == shape
 
 
+def _count_outcomes(index: pd.DataFrame, skips: SkipCounter, reason: str) -> None:
+    """Count what a (new or reused) cache dropped and repaired, per study."""
+    for path, ok, err, repairs in index[["image_path", "ok", "error", "repairs"]].itertuples(index=False):
+        if not ok:
+            skips.skip(reason, path, err)
+        for repair in [r for r in str(repairs).split(",") if r]:
+            skips.keep(repair, path)
+
+
 def _write_cache(rows: pd.DataFrame, array_path: Path, index_path: Path, item_shape: Tuple[int, ...],
-                 decode, skips: SkipCounter, reason: str, progress: bool, desc: str, num_workers: int) -> ArrayCache:
+                 decode: Callable[[Dict], Tuple[np.ndarray, List[str]]], prep: List[str], skips: SkipCounter,
+                 reason: str, progress: bool, desc: str, num_workers: int) -> ArrayCache:
+    """Decode every row once into a memory-mapped array (atomically) plus its index.
+
+    `decode(row) -> (array, repairs)`; `prep` is one string per row saying how it is decoded
+    (size, window, its metadata), so a cache is reused only for the same studies, files and
+    preprocessing. Failures become `reason` skips, repairs kept reasons.
+    """
     from tqdm.auto import tqdm
 
+    records = rows.to_dict("records")
     index = pd.DataFrame({"study_id": rows["study_id"].astype(str).tolist(),
                           "row": np.arange(len(rows)), "image_path": rows["image_path"].astype(str).tolist()})
     index["mtime_ns"] = [_mtime_ns(p) for p in index["image_path"]]
+    index["prep"] = list(prep)
     shape = (len(index),) + tuple(item_shape)
     if _reusable(array_path, index_path, index, shape):
         cache = ArrayCache.open(array_path, index_path)
-        for path, err in cache.index.loc[~cache.index["ok"], ["image_path", "error"]].itertuples(index=False):
-            skips.skip(reason, path, err)  # the same studies fail again: count them again
+        if "repairs" not in cache.index.columns:
+            cache.index["repairs"] = ""
+        _count_outcomes(cache.index, skips, reason)  # the same studies fail again: count them again
         return cache
     ok: List[bool] = [False] * len(index)
     errors: List[str] = [""] * len(index)
+    repairs: List[str] = [""] * len(index)
 
     def work(i: int):
         try:
-            return i, decode(index["image_path"].iat[i]), ""
+            arr, fixed = decode(records[i])
+            return i, arr, fixed, ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the same skip
-            return i, None, f"{type(exc).__name__}: {exc}"
+            return i, None, [], f"{type(exc).__name__}: {exc}"
 
     with atomic_path(array_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         workers = num_workers if num_workers > 0 else 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(work, range(len(index))) if workers > 1 else map(work, range(len(index)))
-            for i, arr, err in tqdm(results, total=len(index), desc=desc, disable=not progress):
+            for i, arr, fixed, err in tqdm(results, total=len(index), desc=desc, disable=not progress):
                 if arr is None:
                     errors[i] = err
-                    skips.skip(reason, index["image_path"].iat[i], err)
+                    skips.skip(reason, index["image_path"].iat[i], err)  # strict: raises before the rename
                     continue
                 out[i] = arr
                 ok[i] = True
+                repairs[i] = ",".join(fixed)
         out.flush()
         del out
-    index["ok"], index["error"] = ok, errors
+    index["ok"], index["error"], index["repairs"] = ok, errors, repairs
+    _count_outcomes(index[index["ok"]], skips, reason)  # the repairs (failures were counted above)
     with atomic_path(index_path) as tmp:
         index.to_parquet(tmp, index=False)
     return ArrayCache.open(array_path, index_path)
@@ -213,25 +239,34 @@ def build_image_cache(manifest: pd.DataFrame, cache_dir: str | Path, image_size:
     array_path, index_path = image_cache_files(cache_dir, image_size)
     num_workers = num_workers or min(4, os.cpu_count() or 1)
     return _write_cache(rows, array_path, index_path, (image_size, image_size),
-                        lambda p: letterbox(load_image_2d(p), image_size), skips, "unreadable_image",
+                        lambda row: (letterbox(load_image_2d(row["image_path"]), image_size), []),
+                        [f"letterbox {image_size}"] * len(rows), skips, "unreadable_image",
                         progress, f"caching images at {image_size}px", num_workers)
 
 
 def build_volume_cache(manifest: pd.DataFrame, cache_dir: str | Path, volume_size: Sequence[int], *,
                        skips: Optional[SkipCounter] = None, progress: bool = True, **transform_options) -> ArrayCache:
-    """Run every CT study through the MONAI volume pipeline once into `volumes_<DxHxW>.npy`."""
-    from workbench.data.transforms import load_volume
+    """Run every CT study through the MONAI volume pipeline once into `volumes_<DxHxW>.npy`.
+
+    Each study's own CT metadata (CT-RATE: rescale to HU and spacing, in the manifest's
+    `rescale_*` / `spacing_*` columns) is applied; `transform_options` (pixdim, window, fit)
+    go to `workbench.data.transforms.ct_preprocessing`. NaN voxels and 4D files are repaired
+    and counted as kept reasons; volumes that fail count as `unreadable_volume`.
+    """
+    from workbench.data.transforms import ct_metadata, load_volume_with_repairs
 
     skips = skips or SkipCounter()
     rows = manifest[(manifest["modality"] == "ct") & (manifest["image_path"].astype(str) != "")]
     size = tuple(int(s) for s in volume_size)
     array_path, index_path = volume_cache_files(cache_dir, size)
 
-    def decode(path: str) -> np.ndarray:
-        volume = load_volume(path, size, **transform_options)[0].numpy()
-        return np.round(np.clip(volume, 0.0, 1.0) * 255.0).astype(np.uint8)
+    def decode(row: Dict) -> Tuple[np.ndarray, List[str]]:
+        volume, repairs = load_volume_with_repairs(row["image_path"], size, ct_metadata(row), **transform_options)
+        return np.round(np.clip(volume[0].numpy(), 0.0, 1.0) * 255.0).astype(np.uint8), repairs
 
-    return _write_cache(rows, array_path, index_path, size, decode, skips, "unreadable_volume", progress,
+    options = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(transform_options.items())})
+    prep = [f"{options} {json.dumps(ct_metadata(row))}" for row in rows.to_dict("records")]
+    return _write_cache(rows, array_path, index_path, size, decode, prep, skips, "unreadable_volume", progress,
                         f"caching volumes at {'x'.join(map(str, size))}", num_workers=1)
 
 

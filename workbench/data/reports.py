@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -77,21 +78,53 @@ def read_text_file(path: str | Path, skips: Optional[SkipCounter] = None) -> str
     return text.lstrip("\ufeff")
 
 
+class TableError(ValueError):
+    """A table that cannot be read at all (empty, corrupt compression); names the file and the fix."""
+
+
+def _decompressed_bytes(path: Path) -> bytes:
+    """The table's bytes after pandas' own decompression (inferred from .gz/.bz2/.xz/.zip/.zst)."""
+    from pandas.io.common import get_handle
+
+    with get_handle(path, "rb", compression="infer", is_text=False) as handles:
+        return handles.handle.read()
+
+
 def read_csv_text(path: str | Path, skips: Optional[SkipCounter] = None, **kwargs: Any) -> pd.DataFrame:
-    """`pd.read_csv` that survives a few non-UTF-8 bytes: bad lines are decoded with the
-    fallback and counted once per line (as `non_utf8_text`)."""
+    """`pd.read_csv` for released tables: plain or compressed (`.csv.gz` as MIMIC-CXR ships
+    them; pandas infers the codec from the suffix), a UTF-8 BOM dropped, and a few non-UTF-8
+    bytes survived: bad lines are decoded with the fallback and counted once per line (as
+    `non_utf8_text`). An empty or corrupt file raises `TableError` naming it."""
     path = Path(path)
-    raw = path.read_bytes()
-    text, fallback = decode_bytes(raw)
-    if fallback:
+    try:
+        try:
+            return pd.read_csv(path, encoding="utf-8-sig", compression="infer", **kwargs)
+        except UnicodeDecodeError:
+            raw = _decompressed_bytes(path)
         lines = []
         for line in raw.splitlines(keepends=True):
             decoded, bad = decode_bytes(line)
             if bad and skips is not None:
                 skips.keep("non_utf8_text", path, "a CSV line")
             lines.append(decoded)
-        text = "".join(lines)
-    return pd.read_csv(io.StringIO(text.lstrip("\ufeff")), **kwargs)
+        return pd.read_csv(io.StringIO("".join(lines).lstrip("\ufeff")), **kwargs)
+    except pd.errors.EmptyDataError as exc:
+        raise TableError(f"{path} is empty (no header row); restore the table from the dataset's release.") from exc
+    except (OSError, EOFError, zlib.error, pd.errors.ParserError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise TableError(f"{path} cannot be read as a CSV table ({type(exc).__name__}: {exc}); "
+                         "re-download or re-extract it.") from exc
+
+
+def read_csv_header(path: str | Path) -> list:
+    """The column names of a (possibly compressed) CSV table, reading only its first row;
+    [] when the file is empty or unreadable (callers sniff many candidate tables)."""
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig", encoding_errors="replace",
+                                             compression="infer").columns]
+    except Exception:  # noqa: BLE001 - a table that does not parse is simply not a candidate
+        return []
 
 
 def split_sections(text: Any) -> dict:

@@ -27,6 +27,9 @@ SKIP_REASONS: Dict[str, str] = {
     "empty_report": "the report is empty or NaN; fill in FINDINGS/IMPRESSION or drop the study",
     "duplicate_study": "two sources give the same study id; remove the duplicate",
     "unreadable_dicom": "the DICOM file cannot be parsed by pydicom; re-export it",
+    "missing_metadata": "add the volume's row (RescaleSlope, RescaleIntercept, XYSpacing, ZSpacing) to the metadata table",
+    "duplicate_volume": "one volume name sits in several folders and the report table's path does not say which; "
+                        "remove the copy or give the full path in the report table",
 }
 # Reasons for which the study is repaired and kept (counted, never raised).
 KEPT_REASONS: Dict[str, str] = {
@@ -34,6 +37,8 @@ KEPT_REASONS: Dict[str, str] = {
     "image_absent_kept": "no image folder given: the report is kept without an image",
     "subject_from_filename": "the subject regex did not match: the file stem is the subject id",
     "official_split_conflict": "one subject had several official splits: the strictest (test > val > train) is used",
+    "nan_voxels_repaired": "NaN voxels were set to the window's lower bound (air) before caching",
+    "volume_4d_first_kept": "a 4D NIfTI (time or channel axis): its first 3D volume is cached",
 }
 
 

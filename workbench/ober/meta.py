@@ -56,17 +56,30 @@ def attach_modifiers(low: str, tokens: Sequence, lo: int, hi: int, mentions: Seq
     """Give each modifier token of tokens[lo:hi] to one mention of the same clause.
 
     A location word right after a preposition ("in the lingula") follows its finding.
+
+    `mentions` are in order of their first token (as `context._clause` gives them). A
+    modifier's neighbours, the last mention (in list order) that ends before it and the first
+    that starts after it, are tracked by two pointers while the tokens are walked, so a clause
+    costs O(tokens + mentions log mentions), not modifiers x mentions (issue 14).
     """
+    n = len(mentions)
+    lasts = [m.last for m in mentions]
+    by_last = sorted(range(n), key=lasts.__getitem__)
+    ended = 0  # mentions by_last[:ended] end before the current token
+    prev_index = -1  # the greatest list index among them
+    started = 0  # mentions[:started] start at or before the current token
     for i in range(lo, hi):
         start, end, entry = tokens[i]
         if not entry.has_meta:
             continue
-        prev = nxt = None
-        for m in mentions:
-            if m.last < i:
-                prev = m
-            elif m.first > i and nxt is None:
-                nxt = m
+        while ended < n and lasts[by_last[ended]] < i:
+            if by_last[ended] > prev_index:
+                prev_index = by_last[ended]
+            ended += 1
+        while started < n and mentions[started].first <= i:
+            started += 1
+        prev = mentions[prev_index] if prev_index >= 0 else None
+        nxt = mentions[started] if started < n else None
         back = entry.attach == ATTACH_BACK
         if not back and back_preposition is not None and (entry.laterality or entry.zone or entry.lobe):
             back = back_preposition.search(low, max(0, start - 16), start) is not None

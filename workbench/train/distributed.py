@@ -88,6 +88,24 @@ def mean_across_ranks(values: List[float], ctx: DistContext) -> List[float]:
     return (t / ctx.world_size).tolist()
 
 
+def all_gather_bytes(data: bytes, ctx: DistContext) -> List[bytes]:
+    """Every rank's `data`, in rank order (a checkpoint collects each rank's RNG state this
+    way: as bytes in tensors, so nothing is pickled). `[data]` when not distributed."""
+    if not ctx.is_distributed:
+        return [data]
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")  # NCCL needs CUDA tensors
+    payload = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    size = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(ctx.world_size)]
+    dist.all_gather(sizes, size)
+    longest = int(max(int(s.item()) for s in sizes))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: payload.numel()] = payload
+    chunks = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(chunks, padded)
+    return [chunk[: int(n.item())].cpu().numpy().tobytes() for chunk, n in zip(chunks, sizes)]
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.is_distributed:
         dist.barrier()

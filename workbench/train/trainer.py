@@ -9,9 +9,16 @@ checkpoints that make `training.resume=true` continue exactly where a run stoppe
 
 Output folder (`run_dir/train/<method>-<seed>/`, or `<data.model_save_path>/<method>-<seed>/`):
   encoders.safetensors, encoders.json   best (or final) encoders, `workbench.models` format
-  checkpoint/last.pt                    full training state for resume (+ rng-rank<N>.pt)
+  checkpoint/last.safetensors           the whole training state for resume: weights, optimizer,
+                                        schedule, counters, history and every rank's RNG state
   metrics.csv                           one row per optimiser step, one per validation
   run.json                              provenance (workbench.runs.RunRecord)
+
+The checkpoint is one file renamed into place (`workbench.train.checkpoint`), so a kill while
+it is written leaves the previous checkpoint whole; reading it never unpickles anything, so a
+train folder from elsewhere cannot run code on resume. Temporary files that killed writes
+left behind are removed when training starts. `checkpoint/last.pt` (pickles written by older
+versions) is refused, not loaded.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from workbench.config import ExperimentConfig, MethodConfig
-from workbench.io import atomic_path
+from workbench.io import atomic_path, remove_orphaned_temps
 from workbench.methods.base import Method, move_to
-from workbench.train.distributed import (DistContext, EpochSampler, all_gather_with_grad, barrier, init_distributed,
-                                         mean_across_ranks, wrap_ddp)
+from workbench.train.checkpoint import CheckpointFormatError, load_state, save_state, state_from_bytes, state_to_bytes
+from workbench.train.distributed import (DistContext, EpochSampler, all_gather_bytes, all_gather_with_grad, barrier,
+                                         init_distributed, mean_across_ranks, wrap_ddp)
 
-CHECKPOINT_NAME = "checkpoint/last.pt"
+CHECKPOINT_NAME = "checkpoint/last.safetensors"
+LEGACY_CHECKPOINT_NAME = "checkpoint/last.pt"  # a pickle: never loaded
 LOWER_IS_BETTER = ("MdR", "MnR", "loss")
 
 Validator = Callable[[Method, DataLoader, torch.device], Dict[str, float]]
@@ -68,18 +77,30 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's Python, NumPy and torch generator states as plain values (ints, lists,
+    byte tensors): NumPy's own state holds an ndarray, which a checkpoint does not store."""
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "key": [int(k) for k in key], "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    """Restore what `rng_state` returned."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["name"], np.asarray(numpy["key"], dtype=np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
@@ -230,9 +251,11 @@ class Trainer:
         return self.out_dir / CHECKPOINT_NAME
 
     def _save_checkpoint(self, ctx: DistContext, epoch: int, optimizer, scheduler, scaler) -> None:
-        # Every rank keeps its own RNG stream (data augmentation differs per rank).
-        with atomic_path(self.out_dir / "checkpoint" / f"rng-rank{ctx.rank}.pt") as tmp:
-            torch.save(rng_state(), tmp)
+        """Write the training state as one file: weights and RNG states can never come from
+        different steps, whatever moment a kill hits."""
+        # Every rank keeps its own RNG stream (data augmentation differs per rank); rank 0
+        # collects them all into its file. Called on every rank (the gather is collective).
+        streams = all_gather_bytes(state_to_bytes(rng_state()), ctx)
         if not ctx.is_main:
             return
         state = {
@@ -250,12 +273,28 @@ class Trainer:
             "finished": self.finished,
             "history": self.history,
             "world_size": ctx.world_size,
+            "rng": [state_from_bytes(stream) for stream in streams],  # index = rank
         }
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+        save_state(self.checkpoint_path, state)
+
+    def _resume_wanted(self) -> bool:
+        """Whether to resume; refuses a pickle checkpoint of an older version rather than load it."""
+        if not self.tcfg.resume:
+            return False
+        if self.checkpoint_path.is_file():
+            return True
+        legacy = self.out_dir / LEGACY_CHECKPOINT_NAME
+        if legacy.is_file():
+            raise TrainingError(f"{legacy} is a pickle, which resume does not load because unpickling a file can "
+                                f"run code; delete {legacy.parent} to start over or set training.resume=false.")
+        return False
 
     def _load_checkpoint(self, ctx: DistContext, optimizer, scheduler, scaler) -> None:
-        state = torch.load(self.checkpoint_path, map_location=ctx.device, weights_only=False)
+        try:
+            state = load_state(self.checkpoint_path, ctx.device)
+        except CheckpointFormatError as err:
+            raise TrainingError(f"{self.checkpoint_path} is not a workbench training checkpoint ({err}); delete it "
+                                f"to start over or set training.resume=false.") from None
         if state.get("method") != self.method.name:
             raise TrainingError(f"{self.checkpoint_path} was written by method {state.get('method')!r}, not "
                                 f"{self.method.name!r}; point run_dir elsewhere or set training.resume=false.")
@@ -271,9 +310,9 @@ class Trainer:
         self.bad_validations = state["bad_validations"]
         self.finished = state["finished"]
         self.history = list(state["history"])
-        rng_file = self.out_dir / "checkpoint" / f"rng-rank{ctx.rank}.pt"
-        if rng_file.is_file():
-            set_rng_state(torch.load(rng_file, weights_only=False))
+        streams = state["rng"]
+        if ctx.rank < len(streams):  # a rank the saving run did not have starts from its seed
+            set_rng_state(streams[ctx.rank])
 
     def _write_metrics(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.history)
@@ -289,6 +328,10 @@ class Trainer:
         device = ctx.device
         seed_everything(self.tcfg.random_seed + ctx.rank)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:  # what writes killed before their rename left; no rank writes yet
+            for folder in (self.out_dir, self.checkpoint_path.parent):
+                remove_orphaned_temps(folder)
+        barrier(ctx)
         method = self.method.to(device)
         if ctx.is_distributed:
             method.gather = all_gather_with_grad
@@ -314,7 +357,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         module = wrap_ddp(_LossModule(method), ctx, find_unused_parameters=True)
 
-        if self.tcfg.resume and self.checkpoint_path.is_file():
+        if self._resume_wanted():
             self._load_checkpoint(ctx, optimizer, scheduler, scaler)
         tb = self._tensorboard() if ctx.is_main else None
 
