@@ -116,10 +116,11 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
         failed += failed_studies(build_volume_cache(df, run_dir / "cache", data.volume_size, skips=counter,
                                                     progress=progress, **ct_options))
         preprocessing["ct"] = ct_preprocessing_record(data.volume_size, **ct_options)
-        preprocessing["ct"]["studies_with_dataset_metadata"] = int(
-            df.get("rescale_slope", pd.Series(dtype=float)).notna().sum())
     attrs = dict(df.attrs)
     df = df[~df["study_id"].isin(failed)].reset_index(drop=True)
+    if "ct" in preprocessing:
+        preprocessing["ct"]["studies_with_dataset_metadata"] = int(
+            df["rescale_slope"].notna().sum()) if "rescale_slope" in df.columns else 0
     df.attrs.update(attrs)
     df.attrs["skips"] = counter.as_dict()
     df.attrs["preprocessing"] = preprocessing
