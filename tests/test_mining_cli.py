@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -66,3 +67,83 @@ def test_mining_benchmark_reports_its_headline_figures(capsys):
     assert set(figures) == {"seconds", "triplets", "speedup"}
     assert figures["triplets"] == 4 * 32 and figures["seconds"] > 0 and figures["speedup"] > 0
     assert "same triplets as the vectorised miner: True" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_mining(monkeypatch):
+    """Fail the test if the CLI gets as far as mining."""
+    import workbench.mining.cli as mining_cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the CLI mined before refusing its output")
+
+    monkeypatch.setattr(mining_cli, "mine_triplets", refuse)
+
+
+@pytest.mark.parametrize("which", ["input", "manifest"])
+def test_cli_refuses_to_write_over_a_file_it_reads(ober_parquet, tmp_path, which, no_mining, capsys):
+    _, table = ober_parquet
+    src = tmp_path / "ober.csv"
+    table.to_csv(src, index=False)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("study_id\n")
+    target = src if which == "input" else manifest
+    before = target.read_bytes()
+    assert main(["--input", str(src), "--output", str(target), "--manifest", str(manifest), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is the input" in err and err.count("\n") == 1
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("output, message", [
+    ("triplets.parquet", "unsupported output type"),
+    ("missing_folder/triplets.csv.xz", "does not exist"),
+])
+def test_cli_refuses_a_bad_output_before_mining(ober_parquet, tmp_path, output, message, no_mining, capsys):
+    path, _ = ober_parquet
+    assert main(["--input", str(path), "--output", str(tmp_path / output), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(tmp_path / output) in err and err.count("\n") == 1
+
+
+def test_cli_exits_nonzero_and_writes_nothing_when_no_triplet_is_mined(ober_parquet, tmp_path, capsys):
+    path, _ = ober_parquet
+    out = tmp_path / "triplets.csv.xz"
+    code = main(["--input", str(path), "--output", str(out), "--big_batch_size", "32", "--mini_batch_size", "4",
+                 "--total_iter", "3", "--positive_cap", "0", "--device", "cpu", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "mined no triplet" in err and "--positive_cap" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_nan_findings_are_dropped_and_counted_not_mined_as_normal(ober_parquet, tmp_path, capsys):
+    from workbench.mining import encode_findings, mine_triplets
+    from workbench.mining.encode import FindingsFormatError
+    from workbench.mining.schedule import MiningConfig
+
+    path, table = ober_parquet
+    train = table.index[table["split"] == "train"]
+    blank = list(table.loc[train[:12], "study_id"])
+    table.loc[train[:6], "findings"] = None
+    table.loc[train[6:12], "findings"] = ""
+    result = mine_triplets(table, MiningConfig(big_batch_size=64, mini_batch_size=8, total_iter=20, all_anchors=True),
+                           device="cpu", progress=False)
+    assert result.skips == {"missing_findings": 12}
+    assert result.n_studies == len(train) - 12
+    assert not set(blank) & set(result.triplets[["anchor", "positive", "negative"]].to_numpy().ravel())
+    with pytest.raises(FindingsFormatError, match="missing"):
+        encode_findings([json.dumps({}), float("nan")], study_ids=["s1", "s2"])
+    table.to_parquet(path)
+    assert main(["--input", str(path), "--output", str(tmp_path / "t.csv"), "--big_batch_size", "32",
+                 "--mini_batch_size", "4", "--total_iter", "2", "--device", "cpu", "--quiet"]) == 0
+    assert "Studies not mined: missing_findings=12" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["ober.csv", "ober.parquet"])
+def test_zero_byte_entity_table_gives_one_sentence_naming_the_file(tmp_path, name, capsys):
+    src = tmp_path / name
+    src.write_bytes(b"")
+    assert main(["--input", str(src), "--output", str(tmp_path / "t.csv.xz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(src) in err and "empty" in err and err.count("\n") == 1 and "No columns" not in err

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from papermill.inspection import inspect_notebook
 
-from workbench.runs import PIPELINE, notebook_path
+from workbench.pipeline import plan_pipeline
+from workbench.runs import notebook_path
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -43,5 +44,5 @@ def test_committed_clean_with_a_kernelspec_and_no_definitions(path):
 
 
 def test_pipeline_names_only_existing_notebooks_in_order():
-    stems = [notebook_path(name).stem for name, _ in PIPELINE]
+    stems = [notebook_path(step.notebook).stem for step in plan_pipeline({}).steps]
     assert stems == sorted(stems) and {s[:2] for s in stems} == {"00", "01", "02", "03", "04", "05"}

@@ -224,3 +224,49 @@ def test_highlight_html_colours_by_assertion_and_escapes_text():
 def test_unknown_label_set_names_the_known_ones():
     with pytest.raises(KeyError, match="chestxray14"):
         label_reports(["No effusion."], "no_such_set")
+
+
+# One clause (no sentence end, no terminator) with triggers before and after, anatomy +
+# qualifier statements, a tied qualifier, modifiers and a relocated site.
+_LONG_CLAUSE_UNIT = ("no pleural effusion heart size is normal small left effusion possible pneumonia stable 6 mm "
+                     "nodule in the left upper lobe calcified plaques in the coronary arteries pneumothorax has resolved ")
+
+
+def _ober_lines(text: str) -> tuple:
+    """(Python lines executed inside workbench/ober, mentions) for one report: a measure of
+    work that, unlike a clock, does not depend on the machine or its load."""
+    import sys
+    from pathlib import Path
+
+    import workbench.ober
+    from workbench.ober.extractor import analyse
+
+    ober_dir = str(Path(workbench.ober.__file__).parent)
+    count = 0
+
+    def line(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return line
+
+    def call(frame, event, arg):
+        return line if frame.f_code.co_filename.startswith(ober_dir) else None
+
+    analyse("warm up")  # the ontology loads outside the count
+    previous = sys.gettrace()
+    sys.settrace(call)
+    try:
+        mentions = analyse(text)
+    finally:
+        sys.settrace(previous)
+    return count, len(mentions)
+
+
+@pytest.mark.parametrize("unit", [_LONG_CLAUSE_UNIT, "pneumonia "])
+def test_work_grows_linearly_with_a_clause_length(unit):
+    reps = 1400 // len(unit.split())
+    single, mentions = _ober_lines(unit * reps)
+    double, mentions_double = _ober_lines(unit * (2 * reps))
+    assert mentions_double == 2 * mentions > 0
+    assert double <= 2.2 * single, (single, double)  # quadratic work (issue 14) gave ~3.8x

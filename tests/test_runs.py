@@ -67,14 +67,14 @@ def test_pipeline_records_each_step_and_its_provenance(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(runs, "run_notebook", fake_run_notebook)
-    monkeypatch.setattr(runs, "PIPELINE", [("00_data_prep", {}), ("03_pretrain", {"method": "clip"}),
-                                           ("03_pretrain", {"method": "medtrim"})])
-    folder = runs.run_pipeline({"seed": 1}, run_dir=tmp_path)
-    assert [e[2] for e in executed] == ["00_data_prep.ipynb", "03_pretrain-clip.ipynb", "03_pretrain-medtrim.ipynb"]
-    assert executed[2][1] == {"seed": 1, "method": "medtrim"}
+    folder = runs.run_pipeline({"seed": 1, "profile": "tiny"}, run_dir=tmp_path, notebooks=["00_data_prep", "03_pretrain"])
+    assert [e[2] for e in executed] == ["00_data_prep.ipynb", "03_pretrain-clip.ipynb", "03_pretrain-medtrim.ipynb",
+                                        "03_pretrain-medfinder.ipynb"]
+    assert executed[2][1] == {"seed": 1, "method": "medtrim", "config": "tiny"}  # `profile` shapes the plan only
+    assert executed[3][1]["config"] == "tiny_ct"
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "finished" and record["seed"] == 1
-    assert record["completed"] == ["00_data_prep", "03_pretrain", "03_pretrain"]
+    assert record["completed"] == ["00_data_prep", "03_pretrain", "03_pretrain", "03_pretrain"]
 
 
 def test_a_relative_run_dir_reaches_the_notebook_absolute(tmp_path, monkeypatch):

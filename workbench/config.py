@@ -151,6 +151,7 @@ class ExperimentConfig:
 NOTEBOOK_PARAMETERS: Dict[str, str] = {
     "dataset": "data.dataset",
     "data_root": "data.data_root",
+    "report_root": "data.report_root",
     "image_size": "data.image_size",
     "n_studies": "data.n_studies",
     "n_ct_studies": "data.n_ct_studies",

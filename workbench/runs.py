@@ -6,7 +6,9 @@ notebook can find what an earlier one wrote by name alone (`find_run_dir`).
 
 CLI (`python -m workbench.runs`):
     notebook NAME [-p key value]...   one notebook into a run folder
-    pipeline [-p key value]...        notebooks 00..05 in order into one new run folder
+    pipeline [-p key value]...        notebooks 00..05 planned for the dataset into one new run folder
+                                      (-p dataset ctrate -p data_root DIR [-p profile demo|research|tiny]
+                                      [-p train_methods medfinder]; workbench.pipeline)
     sweep [--methods all] [--seeds 3] every method + frozen/locked on one split, one leaderboard
                                       (workbench.sweep.run_sweep)
 """
@@ -36,19 +38,6 @@ ARTIFACTS: Dict[str, tuple[str, str]] = {
     "eval": ("eval/metrics.json", "04_evaluate"),
     "inspect": ("inspect", "05_inspect"),
 }
-
-# The pipeline, in order: (notebook, parameters it gets beyond the shared ones). A notebook
-# run more than once (03 for each method) gets its executed copy named after the parameters.
-PIPELINE: List[tuple[str, Dict[str, Any]]] = [
-    ("00_data_prep", {}),
-    ("01_ober", {}),
-    ("02_triplet_mining", {}),
-    ("03_pretrain", {"method": "clip"}),
-    ("03_pretrain", {"method": "medtrim"}),
-    ("03_pretrain", {"method": "medfinder", "config": "medfinder_demo"}),
-    ("04_evaluate", {}),
-    ("05_inspect", {"method": "clip"}),  # a 2D model: its attention maps meet the phantom masks
-]
 
 _TRACKED_LIBRARIES = [
     "torch", "torchvision", "timm", "monai", "transformers", "nibabel", "numpy", "pandas",
@@ -229,27 +218,52 @@ def run_notebook(name: str, run_dir: str | os.PathLike, parameters: Optional[Map
 
 def _executed_name(name: str, step_params: Mapping[str, Any]) -> str:
     stem = notebook_path(name).stem
-    suffix = "".join(f"-{v}" for v in step_params.values())
+    suffix = f"-{step_params['method']}" if stem.startswith("03") and "method" in step_params else ""
     return f"{stem}{suffix}.ipynb"
 
 
 def run_pipeline(parameters: Optional[Mapping[str, Any]] = None, run_dir: Optional[Path] = None,
                  notebooks: Optional[Sequence[str]] = None) -> Path:
-    """Run the pipeline's notebooks in order into one (new) run folder; returns the folder.
+    """Run the notebooks the dataset's plan holds (`workbench.pipeline.plan_pipeline`), in
+    order, into one (new) run folder; returns the folder.
 
-    `parameters` go to every notebook (papermill ignores names a notebook does not declare,
-    with a warning); `notebooks` restricts the run to those names.
+    The plan is printed first and redrawn from the manifest after notebook 00 (its real
+    modalities). `parameters` go to every notebook under each step's own (papermill ignores
+    names a notebook does not declare, with a warning); `profile` and `train_methods` shape the
+    plan only; `notebooks` restricts the run to those names.
     """
+    from workbench.pipeline import notebook_parameters, plan_pipeline
+
+    parameters = dict(parameters or {})
+    plan = plan_pipeline(parameters)
+    print(plan.describe(), flush=True)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
-    steps = [(name, step) for name, step in PIPELINE if not notebooks or name in notebooks]
-    record = {"parameters": dict(parameters or {}),
-              "steps": [{"notebook": name, "parameters": step} for name, step in steps]}
-    with RunRecord(run_dir, record, seed=(parameters or {}).get("seed")) as run:
-        for i, (name, step_params) in enumerate(steps):
-            params = {**dict(parameters or {}), **step_params}
-            print(f"[workbench] running {name} {step_params or ''} -> {run_dir}", flush=True)
-            executed = run_notebook(name, run_dir, params, output_name=_executed_name(name, step_params))
-            run.update(completed=[s["notebook"] for s in record["steps"][: i + 1]], last_executed=executed.name)
+    record = {"parameters": parameters, "plan": plan.describe(),
+              "steps": [{"notebook": s.notebook, "parameters": s.params} for s in plan.steps]}
+    done: List[str] = []
+    with RunRecord(run_dir, record, seed=parameters.get("seed")) as run:
+        i = 0
+        while i < len(plan.steps):
+            step = plan.steps[i]
+            i += 1
+            if notebooks and step.notebook not in notebooks:
+                continue
+            print(f"[workbench] running {step.notebook} {step.params or ''} -> {run_dir}", flush=True)
+            executed = run_notebook(step.notebook, run_dir, notebook_parameters(parameters, step),
+                                    output_name=_executed_name(step.notebook, step.params))
+            done.append(step.notebook)
+            run.update(completed=list(done), last_executed=executed.name)
+            if step.notebook.startswith("00") and (run_dir / "manifest.parquet").is_file():
+                from workbench.data.defaults import manifest_modalities
+                from workbench.data.manifest import read_manifest
+
+                modalities = manifest_modalities(read_manifest(run_dir))
+                if modalities != plan.modalities:
+                    plan = plan_pipeline(parameters, modalities)
+                    print("[workbench] the manifest holds " + "+".join(modalities) + "; plan redrawn:\n"
+                          + plan.describe(), flush=True)
+                    run.update(plan=plan.describe(),
+                               steps=[{"notebook": s.notebook, "parameters": s.params} for s in plan.steps])
     return run_dir
 
 

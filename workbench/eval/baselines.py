@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -29,8 +29,15 @@ from workbench.runs import RunRecord
 BASELINES = ("frozen", "locked")
 
 
-def baseline_folder(run_dir: str | Path, method: str, seed: int) -> Path:
-    return Path(run_dir) / "train" / f"{method}-{seed}"
+def baseline_folder(run_dir: str | Path, method: str, seed: int, tag: str = "") -> Path:
+    """`train/<method><tag>-<seed>`: `tag` keeps one run folder's CT baselines (`-ct`) apart
+    from its radiograph ones."""
+    return Path(run_dir) / "train" / f"{method}{tag}-{seed}"
+
+
+def modality_tag(modality: str) -> str:
+    """Folder tag of a modality's baselines: radiographs keep the plain name, CT gets `-ct`."""
+    return "" if modality == "cxr" else f"-{modality}"
 
 
 def _baseline_config(cfg: ExperimentConfig, method: str, seed: int) -> ExperimentConfig:
@@ -49,10 +56,10 @@ def _build(cfg: ExperimentConfig, seed: int):
     return build_dual_encoder(cfg.models).to(device).eval(), device
 
 
-def train_frozen(run_dir: str | Path, cfg: ExperimentConfig, seed: int = 0) -> Path:
-    """Save the offline encoders with seeded random projections as `train/frozen-<seed>/`."""
+def train_frozen(run_dir: str | Path, cfg: ExperimentConfig, seed: int = 0, tag: str = "") -> Path:
+    """Save the offline encoders with seeded random projections as `train/frozen<tag>-<seed>/`."""
     cfg = _baseline_config(cfg, "frozen", seed)
-    folder = baseline_folder(run_dir, "frozen", seed)
+    folder = baseline_folder(run_dir, "frozen", seed, tag)
     with RunRecord(folder, to_dict(cfg), seed=seed, extra={"method": "frozen"}) as record:
         model, _ = _build(cfg, seed)
         save_encoders(model, folder, cfg.models, extra_state={"method": "frozen", "seed": seed})
@@ -68,7 +75,8 @@ def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch
 
 
 def train_locked(run_dir: str | Path, cfg: ExperimentConfig, seed: int = 0, epochs: Optional[int] = None,
-                 lr: Optional[float] = None, batch_size: Optional[int] = None, progress: bool = True) -> Path:
+                 lr: Optional[float] = None, batch_size: Optional[int] = None, progress: bool = True,
+                 tag: str = "") -> Path:
     """Train only the projections on cached train-split features; keep the best val epoch.
 
     `method.params` may set `epochs` (default 40), `lr` (1e-3) and `batch_size` (256).
@@ -83,7 +91,7 @@ def train_locked(run_dir: str | Path, cfg: ExperimentConfig, seed: int = 0, epoc
     epochs = int(epochs or params.get("epochs", 40))
     lr = float(lr or params.get("lr", 1e-3))
     batch_size = int(batch_size or params.get("batch_size", 256))
-    folder = baseline_folder(run_dir, "locked", seed)
+    folder = baseline_folder(run_dir, "locked", seed, tag)
     with RunRecord(folder, to_dict(cfg), seed=seed, extra={"method": "locked"}) as record:
         model, device = _build(cfg, seed)
         manifest = read_manifest(run_dir)
@@ -137,15 +145,28 @@ def train_locked(run_dir: str | Path, cfg: ExperimentConfig, seed: int = 0, epoc
 
 
 def ensure_baselines(run_dir: str | Path, cfg: ExperimentConfig, seed: int = 0,
-                     methods: Sequence[str] = BASELINES, progress: bool = True) -> List[Path]:
+                     methods: Sequence[str] = BASELINES, progress: bool = True, tag: str = "") -> List[Path]:
     """Train the baselines that the run folder does not hold yet; return their folders."""
     folders = []
     for method in methods:
         if method not in BASELINES:
             raise ValueError(f"Unknown baseline {method!r}; baselines are {BASELINES}.")
-        folder = baseline_folder(run_dir, method, seed)
+        folder = baseline_folder(run_dir, method, seed, tag)
         if not (folder / "encoders.json").is_file():
-            folder = train_frozen(run_dir, cfg, seed) if method == "frozen" else \
-                train_locked(run_dir, cfg, seed, progress=progress)
+            folder = train_frozen(run_dir, cfg, seed, tag=tag) if method == "frozen" else \
+                train_locked(run_dir, cfg, seed, progress=progress, tag=tag)
         folders.append(folder)
+    return folders
+
+
+def ensure_modality_baselines(run_dir: str | Path, configs: Mapping[str, ExperimentConfig], seed: int = 0,
+                              methods: Sequence[str] = BASELINES, progress: bool = True) -> List[Path]:
+    """The baselines of every modality in `configs` (modality -> the config whose encoders they
+    use: a CT run needs a 3D encoder). Radiograph baselines are `train/<name>-<seed>`, CT ones
+    `train/<name>-ct-<seed>`, so a mixed run folder holds both side by side."""
+    folders: List[Path] = []
+    for modality, cfg in configs.items():
+        cfg = copy.deepcopy(cfg)
+        cfg.data.modality = modality
+        folders += ensure_baselines(run_dir, cfg, seed, methods, progress=progress, tag=modality_tag(modality))
     return folders

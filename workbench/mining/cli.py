@@ -5,18 +5,26 @@
         [--threshold 0.25 --semi_hard_prob 1.0 --big_batch_size 512 --mini_batch_size 32 \
          --total_iter 40000 --scoring union|seed --uncertain_weight 0.5 --positive_cap 0.6 \
          --all_anchors --min_positive_score X --seed N --device auto]
+
+The output is checked before mining (a .csv[.gz|.xz|.bz2] name, an existing writable folder,
+not the input or the manifest). Exit status: 0 with triplets written, 2 for bad options or
+input, 1 when the schedule mines no triplet (nothing is written then).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
+
+from workbench.data.skips import format_skips
 
 from workbench.mining.encode import FindingsFormatError
 from workbench.mining.schedule import MiningConfig, mine_triplets
 from workbench.mining.similarity import SCORINGS
-from workbench.mining.table import EntityTableError, load_entity_table, write_triplets
+from workbench.mining.table import TRIPLET_SUFFIXES, EntityTableError, load_entity_table, write_triplets
+from workbench.ober.cli import check_output_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,16 +65,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         positive_cap=args.positive_cap, all_anchors=args.all_anchors, min_positive_score=args.min_positive_score,
         seed=args.seed,
     )
+    manifest = Path(args.manifest) if args.manifest else Path(args.input).parent / "manifest.parquet"
     try:
+        check_output_path(args.output, [args.input, manifest], TRIPLET_SUFFIXES)
         config.validate()
         table = load_entity_table(args.input, args.manifest)
         result = mine_triplets(table, config, device=args.device, progress=not args.quiet, modality=args.modality)
     except (EntityTableError, FindingsFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if len(result.triplets) == 0:
+        print(f"error: mined no triplet from {result.n_studies} train studies ({result.anchors} anchors: "
+              f"{result.skipped_no_candidate} without a negative below --positive_cap, "
+              f"{result.skipped_weak_positive} with a positive below --min_positive_score); "
+              f"nothing written to {args.output}: loosen those options or raise --total_iter.", file=sys.stderr)
+        return 1
     write_triplets(result.triplets, args.output)
     print(f"Mined {len(result.triplets)} triplets from {result.n_studies} train studies in {result.seconds:.1f} s "
           f"on {result.device} -> {args.output}")
     print(f"Skipped anchors: {result.skipped} (no negative candidate: {result.skipped_no_candidate}, "
           f"positive below min_positive_score: {result.skipped_weak_positive})")
+    if result.skips:
+        print(f"Studies not mined: {format_skips(result.skips)}")
     return 0

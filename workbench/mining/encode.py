@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 NO_FINDING = "No_Finding"
@@ -41,11 +42,16 @@ class FindingsFormatError(ValueError):
 
 
 def _is_missing(value: Any) -> bool:
-    if value is None:
+    if value is None or value is pd.NA:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
+
+
+def is_missing_findings(value: Any) -> bool:
+    """Whether a study's `findings` value is missing (None, NaN, blank), not an empty object."""
+    return _is_missing(value)
 
 
 def _words(value: Any, what: str, finding: str, source: str) -> List[str]:
@@ -166,9 +172,17 @@ def encode_findings(
 
     The finding vocabulary is sorted by name (the order the reference sums in), with
     `No_Finding` appended; severities keep mild < moderate < severe first, then any other
-    word sorted; locations are sorted.
+    word sorted; locations are sorted. A missing value (None, NaN, blank) is refused: it would
+    become a normal study; drop such studies first (`table.train_rows` does, counting them).
     """
     uncertain_weight = check_uncertain_weight(uncertain_weight)
+    values = list(values)
+    for i, v in enumerate(values):
+        if _is_missing(v):
+            raise FindingsFormatError(
+                f"findings of study {study_ids[i] if study_ids is not None else i} are missing ({v!r}); a study "
+                "without findings information is not a normal study: drop it (train_rows does) or write '{}'."
+            )
     parsed = [parse_findings(v, source=f"findings of study {study_ids[i] if study_ids is not None else i}")
               for i, v in enumerate(values)]
     n = len(parsed)

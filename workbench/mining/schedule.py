@@ -96,6 +96,7 @@ class MiningResult:
     seconds: float
     device: str
     config: MiningConfig = field(default_factory=MiningConfig)
+    skips: Dict[str, int] = field(default_factory=dict)  # studies not mined, per reason (missing_findings)
 
     @property
     def skipped(self) -> int:
@@ -105,6 +106,7 @@ class MiningResult:
         return {"triplets": len(self.triplets), "anchors": self.anchors, "skipped": self.skipped,
                 "skipped_no_candidate": self.skipped_no_candidate,
                 "skipped_weak_positive": self.skipped_weak_positive, "studies": self.n_studies,
+                "skipped_studies": dict(self.skips),
                 "seconds": round(self.seconds, 3), "device": self.device, "config": asdict(self.config)}
 
 
@@ -332,10 +334,13 @@ def mine_triplets(
     cpu_threads: int = 1,
 ) -> MiningResult:
     """Mine triplets from an entity table (`ober.parquet` rows: study_id, subject_id, split,
-    findings); only the train split is mined, and only `modality` (cxr | ct) when given."""
+    findings); only the train split is mined, and only `modality` (cxr | ct) when given.
+    Studies with missing findings are not mined; `result.skips` counts them."""
     from workbench.mining.table import train_rows
 
     train = train_rows(table, modality)
     enc = encode_findings(train["findings"].tolist(), train["study_id"].astype(str).tolist(),
                           uncertain_weight=config.uncertain_weight)
-    return mine_encoded(enc, train["subject_id"].astype(str).tolist(), config, device, progress, cpu_threads)
+    result = mine_encoded(enc, train["subject_id"].astype(str).tolist(), config, device, progress, cpu_threads)
+    result.skips = dict(train.attrs.get("skips", {}))
+    return result

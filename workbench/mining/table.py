@@ -1,4 +1,10 @@
-"""Reading the miner's input (`ober.parquet`) and writing its output (`triplets.csv.xz`)."""
+"""Reading the miner's input (`ober.parquet`) and writing its output (`triplets.csv.xz`).
+
+A study whose `findings` is missing (NaN, None, blank: OBER writes null for an empty report)
+says nothing about the study; read as "no finding" it would be mined as a normal study, so
+`train_rows` drops it and counts it as `missing_findings` in `attrs["skips"]`. "{}" is a
+study without findings and is kept.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,13 @@ from typing import Optional
 
 import pandas as pd
 
+from workbench.data.skips import SkipCounter
 from workbench.io import atomic_path
+from workbench.mining.encode import is_missing_findings
 
 REQUIRED = ("study_id", "findings")
 JOINED = ("subject_id", "split")
+TRIPLET_SUFFIXES = (".csv", ".csv.gz", ".csv.xz", ".csv.bz2")  # what write_triplets / read_triplets infer
 
 
 class EntityTableError(ValueError):
@@ -21,11 +30,20 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"No entity table at {path}; run notebooks/01_ober.ipynb (or python -m workbench.ober) first.")
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if name.endswith((".csv", ".csv.gz", ".csv.xz")):
+    if not name.endswith((".parquet", ".csv", ".csv.gz", ".csv.xz")):
+        raise EntityTableError(f"{path}: unknown format; give a .parquet or .csv(.gz) table (ober.parquet).")
+    if path.stat().st_size == 0:
+        raise EntityTableError(f"{path}: the file is empty (0 bytes); write it again with python -m workbench.ober "
+                               "(or notebooks/01_ober.ipynb).")
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"study_id": str, "subject_id": str})
-    raise EntityTableError(f"{path}: unknown format; give a .parquet or .csv(.gz) table (ober.parquet).")
+    except pd.errors.EmptyDataError:
+        raise EntityTableError(f"{path}: the table has no header row; write it again with python -m workbench.ober.") from None
+    except Exception as exc:  # noqa: BLE001 - parquet / csv parser errors have many types
+        raise EntityTableError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); check it is a valid "
+                               "ober.parquet (or .csv) table.") from None
 
 
 def load_entity_table(path: str | Path, manifest: str | Path | None = None) -> pd.DataFrame:
@@ -67,7 +85,11 @@ def load_entity_table(path: str | Path, manifest: str | Path | None = None) -> p
 
 def train_rows(table: pd.DataFrame, modality: str = "") -> pd.DataFrame:
     """The train-split rows (of one modality when given): val/test studies are never mined
-    (they would leak into training), and a CT study is never a chest X-ray's positive."""
+    (they would leak into training), and a CT study is never a chest X-ray's positive.
+
+    Rows with missing findings are dropped and counted in the result's `attrs["skips"]`
+    ({"missing_findings": n}; see the module docstring).
+    """
     missing = [c for c in ("study_id", "subject_id", "split", "findings") if c not in table.columns]
     if missing:
         raise EntityTableError(f"entity table lacks columns {missing}; load it with load_entity_table, which "
@@ -79,9 +101,17 @@ def train_rows(table: pd.DataFrame, modality: str = "") -> pd.DataFrame:
                                    "load it with load_entity_table beside the run's manifest, or mine all studies.")
         keep &= table["modality"].astype(str) == modality
     train = table[keep].reset_index(drop=True)
+    skips = SkipCounter()
+    missing = train["findings"].map(is_missing_findings).to_numpy(dtype=bool)
+    for study in train.loc[missing, "study_id"]:
+        skips.skip("missing_findings", f"study {study}", "no findings information (NaN); not mined as a normal study")
+    train = train[~missing].reset_index(drop=True)
+    train.attrs["skips"] = skips.as_dict()
     if len(train) < 2:
-        raise EntityTableError(f"the entity table has {len(train)} train studies{f' of modality {modality!r}' if modality else ''}; "
-                               f"mining needs at least 2 (splits present: {sorted(table['split'].astype(str).unique())}).")
+        dropped = f" once {int(missing.sum())} with missing findings are dropped" if missing.any() else ""
+        raise EntityTableError(f"the entity table has {len(train)} train studies{f' of modality {modality!r}' if modality else ''}"
+                               f"{dropped}; mining needs at least 2 (splits present: "
+                               f"{sorted(table['split'].astype(str).unique())}).")
     return train
 
 

@@ -79,7 +79,8 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
     posts: List[int] = []
     concepts_at: List[int] = []
     quals_at: List[int] = []
-    anatomy = meta = False
+    anatomy_at: List[int] = []
+    meta = False
     for i in range(lo, hi):
         entry = tokens[i][2]
         trig = entry.trig
@@ -91,7 +92,7 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
         if entry.concept >= 0:
             concepts_at.append(i)
         if entry.anat >= 0:
-            anatomy = True
+            anatomy_at.append(i)
         if entry.qual >= 0:
             quals_at.append(i)
         if entry.has_meta:
@@ -103,8 +104,8 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
                                 start, end, i, i))
     if quals_at:
         used = set()
-        if anatomy:
-            for i, best in _statement_pairs(onto, low, tokens, lo, hi, quals_at):
+        if anatomy_at:
+            for i, best in _statement_pairs(onto, low, tokens, hi, anatomy_at, quals_at):
                 used.add(best)
                 concepts, is_normal = onto.statements[tokens[i][2].anat][tokens[best][2].qual]
                 first, last = (i, best) if i < best else (best, i)
@@ -131,9 +132,10 @@ def _clause(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int, out: L
         out.extend(mentions)
 
 
-def _statement_pairs(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int,
+def _statement_pairs(onto: Ontology, low: str, tokens: Sequence, hi: int, anatomy_at: Sequence[int],
                      quals_at: Sequence[int]) -> List[Tuple[int, int]]:
-    """(anatomy position, qualifier position) for each anatomy of the clause that has a verdict.
+    """(anatomy position, qualifier position) for each anatomy (at `anatomy_at`) of a clause
+    that has a verdict.
 
     The verdict is the nearest qualifier (at `quals_at`) that the anatomy's statements table
     accepts, its own token aside; a distance counts double before the anatomy (+1), so the
@@ -142,21 +144,21 @@ def _statement_pairs(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: in
     anatomy before it. Only the nearest accepted qualifier on each side can win, so positions
     per qualifier are bisected: O(n log n) per clause, not anatomy x qualifier pairs.
     """
-    tied = _tied_qualifiers(onto, low, tokens, lo, hi)
+    tied = _tied_qualifiers(onto, low, tokens, hi, quals_at)
     anywhere: Dict[int, List[int]] = {}  # qualifier id -> its positions
-    untied: Dict[int, List[int]] = {}  # the same without tied qualifiers (candidates after an anatomy)
     for j in quals_at:
-        q = tokens[j][2].qual
-        anywhere.setdefault(q, []).append(j)
-        if j not in tied:
-            untied.setdefault(q, []).append(j)
+        anywhere.setdefault(tokens[j][2].qual, []).append(j)
+    untied = anywhere  # the same without tied qualifiers (candidates after an anatomy)
+    if tied:
+        untied = {}
+        for j in quals_at:
+            if j not in tied:
+                untied.setdefault(tokens[j][2].qual, []).append(j)
     statements = onto.statements
     accepted: Dict[int, List[int]] = {}  # anatomy id -> this clause's qualifier ids its table accepts
     pairs: List[Tuple[int, int]] = []
-    for i in range(lo, hi):
+    for i in anatomy_at:
         a = tokens[i][2].anat
-        if a < 0:
-            continue
         qs = accepted.get(a)
         if qs is None:
             table = statements[a]
@@ -183,13 +185,14 @@ def _statement_pairs(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: in
     return pairs
 
 
-def _tied_qualifiers(onto: Ontology, low: str, tokens: Sequence, lo: int, hi: int) -> Set[int]:
-    """Qualifiers a preposition ties to the anatomy right after them (which takes them)."""
+def _tied_qualifiers(onto: Ontology, low: str, tokens: Sequence, hi: int, quals_at: Sequence[int]) -> Set[int]:
+    """Qualifiers (at `quals_at`, in a clause ending before `hi`) a preposition ties to the
+    anatomy right after them (which takes them)."""
     out = set()
-    for j in range(lo, hi - 1):
+    for j in quals_at:
+        if j + 1 >= hi:
+            break
         q = tokens[j][2].qual
-        if q < 0:
-            continue
         a = tokens[j + 1][2].anat
         if a >= 0 and q in onto.statements[a] and _TIED_GAP.fullmatch(low, tokens[j][1], tokens[j + 1][0]):
             out.add(j)

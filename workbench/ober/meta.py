@@ -64,7 +64,7 @@ def attach_modifiers(low: str, tokens: Sequence, lo: int, hi: int, mentions: Seq
     """
     n = len(mentions)
     lasts = [m.last for m in mentions]
-    by_last = sorted(range(n), key=lasts.__getitem__)
+    by_last = sorted(range(n), key=lasts.__getitem__) if n > 1 else range(n)
     ended = 0  # mentions by_last[:ended] end before the current token
     prev_index = -1  # the greatest list index among them
     started = 0  # mentions[:started] start at or before the current token

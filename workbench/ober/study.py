@@ -6,6 +6,10 @@ its own labels (the manifest's `label_<Name>` columns, e.g. MIMIC-CXR's CheXpert
 are merged in: a finding only the dataset names gets source "dataset", one both name gets
 "ober+dataset". The label columns themselves are OBER's alone, so scoring them against the
 dataset's labels stays a test.
+
+An empty report gets no labels (all NaN, `normal` too) and, unless the dataset's own labels say
+something, no findings (null, not "{}": "{}" is a normal study, and the miner drops nulls);
+it is counted as `empty_report` in `attrs["skips"]`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.data.labels import label_column
+from workbench.data.skips import SkipCounter
 from workbench.ober.context import ASSERTION_NAMES
 from workbench.ober.extractor import analyse, mention_dict
-from workbench.ober.labels import aggregate
+from workbench.ober.labels import aggregate, count_empty_reports, is_empty_report
 from workbench.ober.meta import Mention, location_terms, normalise_laterality, normalise_severity
 from workbench.ober.ontology import LabelSet, Ontology, load_ontology
 from workbench.ober.text import join_sections
@@ -72,18 +77,28 @@ def _entities_json(text: Any, mentions: Sequence[Mention], onto: Ontology) -> st
 
 
 def _process(texts: Sequence[Any], label_set: str, dataset_labels: Optional[Sequence[Mapping[str, float]]],
-             with_findings: bool) -> Tuple[List[List[float]], List[str], List[str]]:
+             with_findings: bool) -> Tuple[List[List[float]], List[str], List[Optional[str]]]:
     onto = load_ontology()
     labelset = onto.label_set(label_set)
+    empty_row = [math.nan] * len(labelset.labels)
     rows, entities, findings = [], [], []
     for i, text in enumerate(texts):
-        mentions = analyse(text, onto)
-        rows.append(aggregate(mentions, labelset, onto))
+        empty = is_empty_report(text)
+        mentions = [] if empty else analyse(text, onto)
+        rows.append(list(empty_row) if empty else aggregate(mentions, labelset, onto))
         entities.append(_entities_json(text, mentions, onto))
         if with_findings:
             ds = dataset_labels[i] if dataset_labels is not None else None
-            findings.append(json.dumps(study_findings(mentions, labelset, onto, ds), separators=(",", ":")))
+            if empty and not _says_something(ds):
+                findings.append(None)
+            else:
+                findings.append(json.dumps(study_findings(mentions, labelset, onto, ds), separators=(",", ":")))
     return rows, entities, findings
+
+
+def _says_something(dataset_labels: Optional[Mapping[str, float]]) -> bool:
+    """Whether a study's dataset labels hold any value (not all NaN / None)."""
+    return any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in (dataset_labels or {}).values())
 
 
 def _process_chunk(args: Tuple) -> Tuple[List[List[float]], List[str], List[str]]:
@@ -92,15 +107,19 @@ def _process_chunk(args: Tuple) -> Tuple[List[List[float]], List[str], List[str]
 
 def run_reports(texts: Sequence[Any], label_set: str, dataset_labels: Optional[Sequence[Mapping[str, float]]] = None,
                 with_findings: bool = True, workers: int = 1, progress: bool = True,
-                ) -> Tuple[np.ndarray, List[str], List[str]]:
-    """Labels (n x labels array), entities JSON and findings JSON for many reports.
+                skips: Optional[SkipCounter] = None, ids: Optional[Sequence[Any]] = None,
+                ) -> Tuple[np.ndarray, List[str], List[Optional[str]]]:
+    """Labels (n x labels array), entities JSON and findings JSON (None: nothing known) for many reports.
 
     With `workers` > 1 and at least PARALLEL_MIN_REPORTS reports, chunks go to a process
-    pool (ordered results, so the output does not depend on scheduling).
+    pool (ordered results, so the output does not depend on scheduling). Empty reports are
+    counted into `skips` (named by `ids`) when given.
     """
     onto = load_ontology()
     labelset = onto.label_set(label_set)  # fail early on an unknown name
     n = len(texts)
+    if skips is not None:
+        count_empty_reports(texts, ids, skips)
     chunks = [(list(texts[i:i + CHUNK]), label_set,
                list(dataset_labels[i:i + CHUNK]) if dataset_labels is not None else None, with_findings)
               for i in range(0, n, CHUNK)]
@@ -144,7 +163,9 @@ def manifest_texts(manifest: pd.DataFrame) -> List[str]:
 def label_manifest(manifest_df: pd.DataFrame, label_set: str = "demo", merge_dataset_labels: bool = True,
                    workers: int = 1, progress: bool = True) -> pd.DataFrame:
     """The `ober.parquet` table for a manifest: study_id, subject_id, split, one column per
-    label (1 / 0 / -1 / NaN), `entities` (JSON list of mentions) and `findings` (JSON).
+    label (1 / 0 / -1 / NaN), `entities` (JSON list of mentions) and `findings` (JSON; null
+    for an empty report the dataset's labels say nothing about). Empty reports are counted in
+    `attrs["skips"]`.
 
     Used by notebook 01 and by the CLI when its input is a manifest.
     """
@@ -159,13 +180,16 @@ def label_manifest(manifest_df: pd.DataFrame, label_set: str = "demo", merge_dat
         if cols:
             values = {name: pd.to_numeric(manifest_df[col], errors="coerce").to_numpy() for name, col in cols.items()}
             dataset_labels = [{name: float(v[i]) for name, v in values.items()} for i in range(len(manifest_df))]
+    skips = SkipCounter()
     data, entities, findings = run_reports(manifest_texts(manifest_df), label_set, dataset_labels,
-                                           with_findings=True, workers=workers, progress=progress)
+                                           with_findings=True, workers=workers, progress=progress, skips=skips,
+                                           ids=manifest_df["study_id"].astype(str).tolist())
     out = pd.DataFrame({c: manifest_df[c].astype(str).to_numpy() if c in manifest_df.columns else "" for c in OBER_COLUMNS})
     labels = pd.DataFrame(data, columns=labelset.labels)
     out = pd.concat([out, labels], axis=1)
     out["entities"] = entities
     out["findings"] = findings
+    out.attrs["skips"] = skips.as_dict()
     return out
 
 
