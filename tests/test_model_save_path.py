@@ -23,6 +23,6 @@ def test_model_save_path_receives_checkpoint_metrics_and_run_record(run_dir, tmp
     result = train(cfg, run_dir, progress=False)
     out = save / "clip-5"
     assert result.out_dir == out
-    assert (out / "checkpoint" / "last.pt").is_file() and (out / "metrics.csv").is_file()
+    assert (out / "checkpoint" / "last.safetensors").is_file() and (out / "metrics.csv").is_file()
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     assert not (run_dir / "train").exists()

@@ -31,7 +31,7 @@ def test_a_ct_dataset_trains_medfinder_labels_with_ctrate18_and_caches_at_its_vo
     steps = _by_notebook(plan)
     assert steps[0][1]["config"] == "medfinder"  # the research MedFinder config's volume size
     assert ("03_pretrain", {"method": "medfinder", "config": "medfinder"}) in steps
-    assert steps[-1] == ("05_inspect", {"method": "medfinder"})
+    assert steps[-1] == ("05_inspect", {"method": "medfinder", "split": "val,test"})
     assert plan_pipeline({"dataset": dataset, "profile": "demo"}).steps[0].params["config"] == "medfinder_demo"
 
 

@@ -111,7 +111,7 @@ def plan_pipeline(params: Optional[Mapping[str, Any]] = None,
     steps.append(Step("04_evaluate", evaluate, note="frozen/locked baselines for each modality"))
     inspect = next((m for m in methods if m in METHODS_BY_MODALITY["cxr"]), methods[0] if methods else "")
     if inspect:
-        steps.append(Step("05_inspect", {"method": inspect}))
+        steps.append(Step("05_inspect", {"method": inspect, "split": "val,test"}))  # held-out studies only
     return PipelinePlan(dataset=dataset, data_root=str(params.get("data_root") or ""), profile=profile,
                         modalities=mods, label_set=label_set, methods=methods, steps=steps)
 
