@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
-from test_trainer import PatternPairs, seeded_method, tiny_cfg
+from test_trainer import PatternPairs, crash_at_step, seeded_method, tiny_cfg
 from workbench.io import atomic_path
 from workbench.train.trainer import Trainer, TrainingError
 
@@ -193,12 +193,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
     straight = losses(fit(root / "straight", data))
     cfg = tiny_cfg(root, **SETTINGS)
     method = seeded_method(cfg)
-
-    def crash_in_epoch_two(step, _losses):
-        if step == 5:
-            raise Killed("simulated power cut")
-
-    method.on_step_end = crash_in_epoch_two
+    crash_at_step(method, 5, Killed)  # in epoch two
     killed = False
     try:
         Trainer(method, cfg, root / "resumed", train_data=data, progress=False).fit()

@@ -36,7 +36,9 @@ def test_ct_rate_tree_runs_every_notebook_with_the_3d_methods_and_its_18_labels(
     folder, manifest, record, metrics = run(tmp_path, facts, "ctrate")
     assert record["modalities"] == {"ct": len(facts.kept)}
     assert record["preprocessing"]["ct"]["window_hu"] == [-1000.0, 1000.0]
-    assert len([c for c in manifest.columns if c.startswith("label_")]) == 18
+    from workbench.data.labels import label_columns
+
+    assert len(label_columns(manifest.columns)) == 18 and set(manifest["label_source"]) == {"ctrate_predicted"}
     ober = pd.read_parquet(folder / "ober.parquet")
     assert {"Lung nodule", "Pleural effusion", "Emphysema"} <= set(ober.columns)  # ctrate18, chosen from the data
     assert set(metrics["checkpoint"]) == {"medfinder-0", "frozen-ct-0", "locked-ct-0"}
@@ -63,3 +65,5 @@ def test_mimic_cxr_jpg_tree_with_gzip_tables_runs_every_notebook_with_the_2d_met
     assert {"Pleural Effusion", "No Finding"} <= set(ober.columns)  # chexpert14, chosen from the data
     assert set(metrics["checkpoint"]) == {"clip-0", "medtrim-0", "frozen-0", "locked-0"}
     assert set(metrics["modality"]) == {"cxr"}
+    zeroshot = metrics[metrics["evaluation"] == "zeroshot"]["metric"].astype(str)
+    assert not zeroshot.str.contains("source").any()  # label_source is not a finding

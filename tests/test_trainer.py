@@ -159,6 +159,15 @@ class Crash(RuntimeError):
     pass
 
 
+def crash_at_step(method, step: int, error: type = Crash) -> None:
+    """Make `method` raise `error` at the end of optimiser step `step` (a simulated kill)."""
+    def crash(at, _losses):
+        if at == step:
+            raise error("simulated power cut")
+
+    method.on_step_end = crash
+
+
 def test_resume_reproduces_the_next_steps_loss_exactly(tmp_path):
     """A run killed in epoch 2 and resumed from its end-of-epoch-1 checkpoint logs the same
     losses, step for step, as a run that was never interrupted."""
@@ -172,12 +181,7 @@ def test_resume_reproduces_the_next_steps_loss_exactly(tmp_path):
 
     cfg = tiny_cfg(tmp_path, **settings)
     crashing = seeded_method(cfg)
-
-    def crash_in_epoch_two(step, losses):
-        if step == 5:
-            raise Crash("simulated power cut")
-
-    crashing.on_step_end = crash_in_epoch_two
+    crash_at_step(crashing, 5)  # in epoch two
     with pytest.raises(Crash):
         Trainer(crashing, cfg, tmp_path / "resumed", train_data=data, progress=False).fit()
 

@@ -34,6 +34,11 @@ def label_column(name: str) -> str:
     return f"{LABEL_PREFIX}{name}"
 
 
+# Columns that share the prefix but describe the labels rather than hold one (which table
+# filled them: 'chexpert', 'ctrate_predicted', ...).
+LABEL_METADATA_COLUMNS = ("label_source",)
+
+
 def label_columns(columns) -> List[str]:
-    """The label columns of a manifest, in order."""
-    return [c for c in columns if str(c).startswith(LABEL_PREFIX)]
+    """The label columns of a manifest, in order (`label_source` is not a finding)."""
+    return [c for c in columns if str(c).startswith(LABEL_PREFIX) and str(c) not in LABEL_METADATA_COLUMNS]

@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from workbench.data.labels import label_columns
 from workbench.eval.stats import bootstrap_ci, metric_with_ci, roc_auc
 
 TASKS = ("multilabel", "binary", "multiclass")
@@ -129,7 +130,7 @@ def class_folder_probe(model, root, work_dir, positive: str = "PNEUMONIA", subje
     column = f"label_{positive}"
     if column not in manifest.columns:
         raise ValueError(f"{root} has no class folder {positive!r}; classes: "
-                         f"{[c[len('label_'):] for c in manifest.columns if c.startswith('label_')]}.")
+                         f"{[c[len('label_'):] for c in label_columns(manifest.columns)]}.")
     if max_studies and len(manifest) > max_studies:
         manifest = manifest.sample(n=max_studies, random_state=seed).reset_index(drop=True)
     build_image_cache(manifest, work_dir / "cache", image_size, progress=progress)
