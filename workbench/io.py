@@ -82,3 +82,57 @@ def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 120, close:
 
             plt.close(fig)
     return Path(path)
+
+
+# run folders whose writer lock this process holds (path -> depth): the lock is re-entrant
+_HELD_LOCKS: dict = {}
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another process holds a run folder's writer lock; the message names it."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | os.PathLike, what: str = "a writer") -> Iterator[Path]:
+    """Hold `folder/.writer.lock` exclusively while preparing the run folder's shared artifacts.
+
+    Why: two notebook-00 runs into one folder used to crash each other with cryptic errors or
+    silently replace each other's manifest. The lock is an OS advisory lock (`fcntl.flock`), so
+    it is released by a crash or a kill as well; a second writer fails at once naming the holder
+    (its process id, host and what it does) instead of waiting. Re-entrant within a process
+    (notebook 00 holds it around its record and `prepare_run_data` takes it again).
+    """
+    import fcntl
+    import socket
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".writer.lock"
+    key = str(path.resolve())
+    if _HELD_LOCKS.get(key):
+        _HELD_LOCKS[key] += 1
+        try:
+            yield path
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunFolderBusyError(f"Run folder {folder} is being written by {holder}; wait for it to finish or "
+                                     "use another run_dir.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({what})")
+        handle.flush()
+        _HELD_LOCKS[key] = 1
+        try:
+            yield path
+        finally:
+            _HELD_LOCKS.pop(key, None)
+    finally:
+        handle.close()  # closing releases the lock

@@ -82,13 +82,21 @@ def prepare_run_data(cfg: Any, run_dir: str | Path, progress: bool = True) -> pd
     built at `data.image_size`, the 3D cache at `data.volume_size`. Studies whose image fails to
     decode are dropped from the manifest and counted in `attrs["skips"]`; how images and
     volumes were preprocessed is in `attrs["preprocessing"]` (notebook 00 writes it to
-    `manifest.json`).
+    `manifest.json`). A second writer into the same run folder fails at once naming the first
+    (`workbench.io.run_folder_lock`).
     """
+    from workbench.io import run_folder_lock
+
+    with run_folder_lock(run_dir, "preparing the manifest and cache"):
+        return _prepare_run_data(cfg, Path(run_dir), progress)
+
+
+def _prepare_run_data(cfg: Any, run_dir: Path, progress: bool) -> pd.DataFrame:
+    """`prepare_run_data` under the run folder's writer lock."""
     from workbench.data.cache import build_image_cache, build_volume_cache, failed_studies
     from workbench.data.transforms import ct_preprocessing_record
 
     data = cfg.data
-    run_dir = Path(run_dir)
     root: str | Path = data.data_root
     if data.dataset == "demo" and not root:
         from workbench.data.phantom import generate_demo
