@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from workbench.eval.retrieval import l2_normalize
 from workbench.viz.report_view import highlighted_report
 
 
@@ -39,9 +40,9 @@ def true_matches(study_ids: Sequence[str], texts: Sequence[str], query_index: in
 
 def all_ranks(image_emb: np.ndarray, text_emb: np.ndarray, study_ids: Sequence[str],
               texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Every study's image->text and text->image rank, one query at a time as the inspector does."""
-    image_emb = np.asarray(image_emb, np.float32)
-    text_emb = np.asarray(text_emb, np.float32)
+    """Every study's image->text and text->image rank by cosine similarity, one query at a time as
+    the inspector does (embeddings normalised as `retrieval_metrics` normalises them)."""
+    image_emb, text_emb = l2_normalize(image_emb), l2_normalize(text_emb)
     i2t = np.empty(len(study_ids), dtype=np.int64)
     t2i = np.empty(len(study_ids), dtype=np.int64)
     for q in range(len(study_ids)):
@@ -97,20 +98,22 @@ class RetrievalInspector:
         self.session = session
         self.study_ids = session.study_ids()
         self.texts = [str(t) for t in session.frame["report"]]
+        # cosine scores, exactly as the evaluation suite ranks (float64 unit rows)
+        self.image_emb, self.text_emb = l2_normalize(session.image_emb), l2_normalize(session.text_emb)
 
     def query_text(self, text: str, k: int = 5) -> RetrievalResult:
         """Free text -> images. Studies whose report is exactly this text are its true match."""
         from workbench.eval.embed import embed_texts
 
-        query = embed_texts(self.session.model, [text])[0]
-        scores = self.session.image_emb @ query
+        query = l2_normalize(embed_texts(self.session.model, [text]))[0]
+        scores = self.image_emb @ query
         match = np.asarray([t == text for t in self.texts])
         return self._result("text->image", text, scores, match, k)
 
     def query_image(self, study: int | str, k: int = 5) -> RetrievalResult:
         """A study's image -> reports. Its own report (and identical texts) are the true match."""
         q = self.session.index_of(study) if isinstance(study, str) else int(study)
-        scores = self.session.text_emb @ self.session.image_emb[q]
+        scores = self.text_emb @ self.image_emb[q]
         result = self._result("image->text", self.study_ids[q], scores, true_matches(self.study_ids, self.texts, q), k)
         result.query_index = q
         return result
@@ -118,7 +121,7 @@ class RetrievalInspector:
     def query_report(self, study: int | str, k: int = 5) -> RetrievalResult:
         """A study's report -> images (the eval suite's text->image direction, same rank)."""
         q = self.session.index_of(study) if isinstance(study, str) else int(study)
-        scores = self.session.image_emb @ self.session.text_emb[q]
+        scores = self.image_emb @ self.text_emb[q]
         result = self._result("text->image", self.texts[q], scores, true_matches(self.study_ids, self.texts, q), k)
         result.query_index = q
         return result
@@ -132,7 +135,7 @@ class RetrievalInspector:
 
     def ranks(self) -> tuple[np.ndarray, np.ndarray]:
         """(image->text, text->image) rank of every inspected study."""
-        return all_ranks(self.session.image_emb, self.session.text_emb, self.study_ids, self.texts)
+        return all_ranks(self.image_emb, self.text_emb, self.study_ids, self.texts)
 
     def to_html(self, result: RetrievalResult, thumbnails: bool = True, highlight: bool = True) -> str:
         """Results as an HTML table: thumbnail, score, report with OBER highlights, true match marked."""
