@@ -34,6 +34,12 @@ def test_mimic_cxr_jpg_as_released_gzip_tables_and_reports_under_a_second_root(t
     assert by_id.loc["s50000000", "label_Pleural_Effusion"] == 1.0 and set(by_id["label_source"]) == {"chexpert"}
     assert by_id.loc["s50000002", "label_Cardiomegaly"] == 1.0
     assert "Small left pleural effusion." in by_id.loc["s50000000", "report"]
+    # ... which notebook 01 scores OBER against: chexpert14 names findings with spaces
+    from workbench.ober import get_label_set
+    from workbench.ober.report import gold_labels
+
+    gold = gold_labels(df, list(get_label_set("chexpert14").labels))
+    assert gold.loc["s50000000", "Pleural Effusion"] == 1.0 and gold.loc["s50000002", "Cardiomegaly"] == 1.0
     assert "FINAL REPORT" not in by_id.loc["s50000000", "report"]
 
 
@@ -64,6 +70,11 @@ def test_ct_rate_as_released_carries_metadata_and_its_18_labels(tmp_path):
     assert by_id.loc["train_2_a", "rescale_intercept"] == -1024.0 and by_id.loc["train_2_a", "spacing_x"] == 0.75
     assert by_id.loc["train_2_a", "spacing_z"] == 1.5 and len(by_id.loc["train_2_a", "image_paths"]) == 2
     assert df.attrs["preprocessing"]["ct"]["studies_with_dataset_metadata"] == len(df)
+    from workbench.ober import get_label_set
+    from workbench.ober.report import gold_labels
+
+    gold = gold_labels(df, list(get_label_set("ctrate18").labels))  # notebook 01's gold: the 18 labels
+    assert list(gold.columns) == CTRATE_LABEL_NAMES and gold.loc["train_2_a", "Lung nodule"] == float(truth["Lung nodule"])
 
 
 def test_ct_rate_without_its_metadata_table_fails_naming_the_fix(tmp_path):

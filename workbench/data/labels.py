@@ -30,8 +30,12 @@ LABEL_PREFIX = "label_"
 
 
 def label_column(name: str) -> str:
-    """Manifest column holding label `name` (1 present, 0 absent, -1 uncertain, NaN unmentioned)."""
-    return f"{LABEL_PREFIX}{name}"
+    """Manifest column holding label `name` (1 present, 0 absent, -1 uncertain, NaN unmentioned).
+
+    Spaces become underscores ("Pleural Effusion" -> `label_Pleural_Effusion`), so a label set
+    that names a finding with spaces (chexpert14, ctrate18) and a table that spells it with
+    underscores meet in one column."""
+    return f"{LABEL_PREFIX}{str(name).replace(' ', '_')}"
 
 
 # Columns that share the prefix but describe the labels rather than hold one (which table

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from workbench.data.labels import label_columns
+from workbench.data.labels import label_column, label_columns
 from workbench.eval.stats import bootstrap_ci, metric_with_ci, roc_auc
 
 TASKS = ("multilabel", "binary", "multiclass")
@@ -127,7 +127,7 @@ def class_folder_probe(model, root, work_dir, positive: str = "PNEUMONIA", subje
 
     work_dir = Path(work_dir)
     manifest = build_manifest("folders", root, seed=seed, subject_regex=subject_regex)
-    column = f"label_{positive}"
+    column = label_column(positive)
     if column not in manifest.columns:
         raise ValueError(f"{root} has no class folder {positive!r}; classes: "
                          f"{[c[len('label_'):] for c in label_columns(manifest.columns)]}.")

@@ -11,7 +11,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.data.labels import LABEL_PREFIX
+from workbench.data.labels import LABEL_PREFIX, label_column
 from workbench.io import atomic_path
 from workbench.ober.html import highlight_html
 
@@ -65,7 +65,7 @@ def gold_labels(manifest: pd.DataFrame, labels: Sequence[str], gold: str = "") -
         df[id_col] = df[id_col].astype(str)
         df = df.set_index(id_col)
     else:
-        cols = {f"{LABEL_PREFIX}{name}": name for name in labels if f"{LABEL_PREFIX}{name}" in manifest.columns}
+        cols = {label_column(name): name for name in labels if label_column(name) in manifest.columns}
         if not cols:
             return None
         df = manifest.assign(study_id=manifest["study_id"].astype(str)).set_index("study_id")[list(cols)]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.data.labels import LABEL_PREFIX, label_columns
+from workbench.data.labels import LABEL_PREFIX, label_column, label_columns
 from workbench.io import atomic_path
 
 INSPECT_DIR = "inspect"
@@ -97,7 +97,7 @@ def primary_finding(row: pd.Series) -> str:
 
 def assertion_of(row: pd.Series, finding: str) -> str:
     """present / absent / uncertain / unmentioned of one finding in one study."""
-    col = f"{LABEL_PREFIX}{finding}"
+    col = label_column(finding)
     if col not in row.index:
         return "unmentioned"
     value = pd.to_numeric(pd.Series([row[col]]), errors="coerce").iloc[0]

@@ -18,7 +18,7 @@ the voxel spacing lives in the metadata, not in the NIfTI header. Both go into t
 (`rescale_slope`, `rescale_intercept`, `spacing_x/y/z` in mm, of the study's primary volume) and
 the volume cache applies them (`workbench.data.transforms`). A volume without a metadata row is
 skipped (`missing_metadata`): its intensities would be off by the intercept (~1024 HU). The
-label table becomes `label_<Name>` columns (spaces as underscores) with `label_source`
+label table becomes `label_<Name>` columns (`workbench.data.labels.label_column`) with `label_source`
 `ctrate_predicted`, as MIMIC's CheXpert table does.
 """
 
@@ -109,7 +109,7 @@ def _labels(tables: List[Path], skips: SkipCounter) -> Dict[str, Dict[str, float
         names = [c for c in table.columns if c in CTRATE_LABELS]
         values = table[names].apply(pd.to_numeric, errors="coerce").astype("float64")
         for volume, row in zip(table["VolumeName"].astype(str), values.to_dict("records")):
-            out[volume_stem(volume)] = {label_column(n.replace(" ", "_")): row[n] for n in names}
+            out[volume_stem(volume)] = {label_column(n): row[n] for n in names}
     return out
 
 

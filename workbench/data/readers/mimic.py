@@ -70,7 +70,7 @@ def read_label_csv(path: Path, skips: SkipCounter) -> pd.DataFrame:
     names = [c for c in labels.columns if c not in ("subject_id", "study_id")]
     out = pd.DataFrame({"study_id": labels["study_id"].map(study_key)})
     for name in names:
-        out[label_column(name.replace(" ", "_"))] = pd.to_numeric(labels[name], errors="coerce").astype("float64")
+        out[label_column(name)] = pd.to_numeric(labels[name], errors="coerce").astype("float64")
     return out.drop_duplicates("study_id")
 
 
