@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from workbench.data.defaults import DATASET_LABEL_SETS, DATASET_MODALITIES
+from workbench.data.defaults import DATASET_MODALITIES, label_set_for, mining_modality_for
 
 METHODS_BY_MODALITY: Dict[str, Tuple[str, ...]] = {"cxr": ("clip", "medtrim"), "ct": ("medfinder",)}
 # profile -> which bundled config each step uses. `prep` is notebook 00's, by the run's
@@ -67,6 +67,10 @@ class PipelinePlan:
             lines.append(f"  {step.notebook:<18} {shown}{'  # ' + step.note if step.note else ''}")
         return "\n".join(lines)
 
+    def as_record(self) -> Dict[str, Any]:
+        """The plan as `run.json` keeps it: the printed text and each step's parameters."""
+        return {"plan": self.describe(), "steps": [{"notebook": s.notebook, "parameters": s.params} for s in self.steps]}
+
 
 def _modality_key(modalities: Sequence[str]) -> str:
     return "both" if len(modalities) > 1 else modalities[0]
@@ -97,13 +101,13 @@ def plan_pipeline(params: Optional[Mapping[str, Any]] = None,
     if unfit:
         raise ValueError(f"train_methods {unfit} do not fit a {'+'.join(mods)} dataset; methods that fit: {fitting}.")
     methods = wanted or fitting
-    label_set = DATASET_LABEL_SETS.get(dataset, "chexpert14")
+    label_set = label_set_for([dataset], mods)
     prep = {"dataset": dataset, "config": chosen["prep"][_modality_key(mods)]}
     if params.get("data_root"):
         prep["data_root"] = params["data_root"]
     steps = [Step("00_data_prep", prep),
              Step("01_ober", {}, note=f"label_set auto -> {label_set}"),
-             Step("02_triplet_mining", {}, note=f"modality auto -> {'cxr' if 'cxr' in mods else mods[0]}")]
+             Step("02_triplet_mining", {}, note=f"modality auto -> {mining_modality_for(mods)}")]
     steps += [Step("03_pretrain", {"method": m, "config": chosen["train"][m]}) for m in methods]
     evaluate = {"config": chosen["eval"]["cxr"]}
     if "ct" in mods:

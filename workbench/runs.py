@@ -238,8 +238,7 @@ def run_pipeline(parameters: Optional[Mapping[str, Any]] = None, run_dir: Option
     plan = plan_pipeline(parameters)
     print(plan.describe(), flush=True)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
-    record = {"parameters": parameters, "plan": plan.describe(),
-              "steps": [{"notebook": s.notebook, "parameters": s.params} for s in plan.steps]}
+    record = {"parameters": parameters, **plan.as_record()}
     done: List[str] = []
     with RunRecord(run_dir, record, seed=parameters.get("seed")) as run:
         i = 0
@@ -262,8 +261,7 @@ def run_pipeline(parameters: Optional[Mapping[str, Any]] = None, run_dir: Option
                     plan = plan_pipeline(parameters, modalities)
                     print("[workbench] the manifest holds " + "+".join(modalities) + "; plan redrawn:\n"
                           + plan.describe(), flush=True)
-                    run.update(plan=plan.describe(),
-                               steps=[{"notebook": s.notebook, "parameters": s.params} for s in plan.steps])
+                    run.update(**plan.as_record())
     return run_dir
 
 

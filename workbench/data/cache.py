@@ -189,8 +189,6 @@ def _write_cache(rows: pd.DataFrame, array_path: Path, index_path: Path, item_sh
     shape = (len(index),) + tuple(item_shape)
     if _reusable(array_path, index_path, index, shape):
         cache = ArrayCache.open(array_path, index_path)
-        if "repairs" not in cache.index.columns:
-            cache.index["repairs"] = ""
         _count_outcomes(cache.index, skips, reason)  # the same studies fail again: count them again
         return cache
     ok: List[bool] = [False] * len(index)

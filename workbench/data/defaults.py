@@ -7,7 +7,7 @@ CT studies without the user knowing the names.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 import pandas as pd
 
@@ -31,16 +31,25 @@ def manifest_modalities(manifest: pd.DataFrame) -> Tuple[str, ...]:
     return tuple(m for m in MODALITIES if m in present)
 
 
+def label_set_for(datasets: Sequence[str], modalities: Sequence[str]) -> str:
+    """The label set for reports of `datasets`: by the dataset when there is one; a CT-only
+    mix of sources uses `ctrate18`, anything else `chexpert14`."""
+    names = sorted(set(datasets))
+    if len(names) == 1 and names[0] in DATASET_LABEL_SETS:
+        return DATASET_LABEL_SETS[names[0]]
+    return "ctrate18" if tuple(modalities) == ("ct",) else "chexpert14"
+
+
+def mining_modality_for(modalities: Sequence[str]) -> str:
+    """Mine radiographs when there are any (MedTrim is a 2D method), else CT."""
+    return "cxr" if "cxr" in modalities else modalities[0]
+
+
 def default_label_set(manifest: pd.DataFrame) -> str:
-    """The label set for a manifest's reports: by its dataset; a CT-only run of an unknown
-    source uses `ctrate18`, anything else `chexpert14`."""
-    datasets = sorted(set(manifest["dataset"].astype(str)))
-    if len(datasets) == 1 and datasets[0] in DATASET_LABEL_SETS:
-        return DATASET_LABEL_SETS[datasets[0]]
-    return "ctrate18" if manifest_modalities(manifest) == ("ct",) else "chexpert14"
+    """`label_set_for` the manifest's datasets and modalities (notebook 01's `auto`)."""
+    return label_set_for(manifest["dataset"].astype(str), manifest_modalities(manifest))
 
 
 def default_mining_modality(manifest: pd.DataFrame) -> str:
-    """Mine radiographs when there are any (MedTrim is a 2D method), else CT."""
-    modalities = manifest_modalities(manifest)
-    return "cxr" if "cxr" in modalities else modalities[0]
+    """`mining_modality_for` the manifest's modalities (notebook 02's `auto`)."""
+    return mining_modality_for(manifest_modalities(manifest))
