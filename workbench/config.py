@@ -113,6 +113,15 @@ class TrainingConfig:
     pin_memory: bool = True
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        # A value the loop would misread (0 used to mean "no limit": a full epoch) fails here.
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"training.max_steps={self.max_steps} would train no step; use -1 to train "
+                              "training.num_epochs epochs, or a positive number of optimiser steps.")
+        for key in ("batch_size", "grad_accum", "num_epochs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"training.{key}={getattr(self, key)} must be at least 1.")
+
 
 @dataclass
 class MethodConfig:
@@ -286,7 +295,9 @@ def load_config(
     if overrides:
         if isinstance(overrides, str):
             overrides = overrides.split()
-        dotlist = parse_overrides(overrides)
+        # `key=` (what `models.init_checkpoint=""` becomes in a shell) means the empty string,
+        # not OmegaConf's None
+        dotlist = [f"{item}''" if item.endswith("=") else item for item in parse_overrides(overrides)]
         for item in dotlist:
             key = item.split("=", 1)[0]
             if not _free_form(key) and key not in set(_all_keys(_schema())):

@@ -161,11 +161,16 @@ def _reusable(array_path: Path, index_path: Path, index: pd.DataFrame, shape: Tu
     return same and tuple(arr.shape) == shape
 
 
+def _failure_reason(reason: str, error: str) -> str:
+    """An image too large for Pillow's decompression-bomb guard is valid, not corrupt: say so."""
+    return "oversized_image" if str(error).startswith("DecompressionBombError") else reason
+
+
 def _count_outcomes(index: pd.DataFrame, skips: SkipCounter, reason: str) -> None:
     """Count what a (new or reused) cache dropped and repaired, per study."""
     for path, ok, err, repairs in index[["image_path", "ok", "error", "repairs"]].itertuples(index=False):
         if not ok:
-            skips.skip(reason, path, err)
+            skips.skip(_failure_reason(reason, err), path, err)
         for repair in [r for r in str(repairs).split(",") if r]:
             skips.keep(repair, path)
 
@@ -210,7 +215,7 @@ def _write_cache(rows: pd.DataFrame, array_path: Path, index_path: Path, item_sh
             for i, arr, fixed, err in tqdm(results, total=len(index), desc=desc, disable=not progress):
                 if arr is None:
                     errors[i] = err
-                    skips.skip(reason, index["image_path"].iat[i], err)  # strict: raises before the rename
+                    skips.skip(_failure_reason(reason, err), index["image_path"].iat[i], err)  # strict: raises before the rename
                     continue
                 out[i] = arr
                 ok[i] = True

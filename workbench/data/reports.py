@@ -14,7 +14,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -90,12 +90,22 @@ def _decompressed_bytes(path: Path) -> bytes:
         return handles.handle.read()
 
 
-def read_csv_text(path: str | Path, skips: Optional[SkipCounter] = None, **kwargs: Any) -> pd.DataFrame:
+def read_csv_text(path: str | Path, skips: Optional[SkipCounter] = None, *, required: Sequence[str] = (),
+                  table: str = "this table", **kwargs: Any) -> pd.DataFrame:
     """`pd.read_csv` for released tables: plain or compressed (`.csv.gz` as MIMIC-CXR ships
     them; pandas infers the codec from the suffix), a UTF-8 BOM dropped, and a few non-UTF-8
     bytes survived: bad lines are decoded with the fallback and counted once per line (as
-    `non_utf8_text`). An empty or corrupt file raises `TableError` naming it."""
-    path = Path(path)
+    `non_utf8_text`). An empty or corrupt file, or one without the `required` columns, raises
+    `TableError` naming the file, what it lacks and what `table` (e.g. "IU's report table") needs."""
+    frame = _read_csv_frame(Path(path), skips, **kwargs)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise TableError(f"{path} lacks columns {missing} (it has {list(map(str, frame.columns))}); "
+                         f"{table} needs {list(required)}: use the dataset's released table or rename its columns.")
+    return frame
+
+
+def _read_csv_frame(path: Path, skips: Optional[SkipCounter], **kwargs: Any) -> pd.DataFrame:
     try:
         try:
             return pd.read_csv(path, encoding="utf-8-sig", compression="infer", **kwargs)

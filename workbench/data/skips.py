@@ -22,6 +22,8 @@ SKIP_REASONS: Dict[str, str] = {
     "missing_image": "restore the image file or remove the study from the source listing",
     "empty_image_file": "the file has zero bytes; re-download or re-export it",
     "unreadable_image": "the image cannot be decoded (corrupt or truncated); re-export it",
+    "oversized_image": "the image is larger than Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS); "
+                       "downscale it, or raise that limit if the file is trusted",
     "unreadable_volume": "the volume cannot be read (corrupt or truncated NIfTI/DICOM); re-export it",
     "missing_report": "add the report file/row for this study or drop the study",
     "empty_report": "the report is empty or NaN; fill in FINDINGS/IMPRESSION or drop the study",

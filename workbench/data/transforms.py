@@ -223,7 +223,15 @@ def load_volume_with_repairs(path: str | Path, volume_size: Sequence[int], metad
                              **kwargs) -> Tuple[torch.Tensor, List[str]]:
     """One volume through `ct_preprocessing` with its dataset metadata (`ct_metadata(row)`);
     returns the tensor and the repairs made (kept reasons for the skip counter)."""
-    out = ct_preprocessing(volume_size, **kwargs)({"image": read_volume(path), **dict(metadata or {})})
+    try:
+        out = ct_preprocessing(volume_size, **kwargs)({"image": read_volume(path), **dict(metadata or {})})
+    except RuntimeError as err:  # MONAI wraps a transform's error as "applying transform <object repr>"
+        cause: BaseException = err
+        while isinstance(cause, RuntimeError) and str(cause).startswith("applying transform") and cause.__cause__:
+            cause = cause.__cause__
+        if cause is err:
+            raise
+        raise ValueError(f"{path}: {cause}") from None
     return out["image"], list(out["repairs"])
 
 

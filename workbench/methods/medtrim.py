@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from workbench.methods.base import Method, MethodConfigError
+from workbench.mining.table import read_triplets
 from workbench.methods.losses import TRIPLET_TERMS, symmetric_info_nce, triplet_cosine
 from workbench.methods.registry import METHODS
 
@@ -65,15 +66,6 @@ class TripletDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, Any]:
         a, p, n = self.index[i].tolist()
         return {"anchor": self.studies[a], "positive": self.studies[p], "negative": self.studies[n]}
-
-
-def read_triplets(path: str | Path) -> pd.DataFrame:
-    """Read a triplet CSV (any pandas compression); a missing file says which notebook writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No triplet file {path}; run notebooks/02_triplet_mining.ipynb into this run "
-                                "folder first, or set data.triplet_csv to a CSV with anchor, positive, negative.")
-    return pd.read_csv(path, dtype={c: str for c in MEMBERS})
 
 
 @METHODS.register("medtrim")

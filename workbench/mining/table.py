@@ -13,6 +13,7 @@ from typing import Optional
 
 import pandas as pd
 
+from workbench.data.reports import read_csv_text
 from workbench.data.skips import SkipCounter
 from workbench.io import atomic_path
 from workbench.mining.encode import is_missing_findings
@@ -130,5 +131,7 @@ def read_triplets(path: str | Path) -> pd.DataFrame:
     """Read a triplet CSV written by `write_triplets` (study ids as strings)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No triplets at {path}; run notebooks/02_triplet_mining.ipynb or python -m workbench.mining.")
-    return pd.read_csv(path, dtype={"anchor": str, "positive": str, "negative": str})
+        raise FileNotFoundError(f"No triplets at {path}; run notebooks/02_triplet_mining.ipynb or python -m workbench.mining "
+                                "into this run folder first, or set data.triplet_csv to a CSV with anchor, positive, negative.")
+    members = ("anchor", "positive", "negative")
+    return read_csv_text(path, required=members, table="a triplet file", dtype={c: str for c in members})

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 
 from workbench.config import ModelsConfig
-from workbench.io import atomic_path, write_json_atomic
+from workbench.io import atomic_path, current_umask, remove_orphaned_temps, write_json_atomic
 from workbench.models.device import resolve_device
 from workbench.models.dual import DualEncoder
 from workbench.models.registry import build_image_encoder, resolved_image_model, resolved_text_model
@@ -34,10 +34,18 @@ WEIGHTS_FILE = "encoders.safetensors"
 META_FILE = "encoders.json"
 TEXT_FOLDER = "text"
 _EXTRA_PREFIX = "extra_state/"
+_TEXT_STAGING = ".text."
 
 
 class CheckpointNotFoundError(FileNotFoundError):
     """No encoders checkpoint where one was expected; the message says how to make one."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint folder whose files do not read or do not fit; names the file and the fix."""
+
+
+_REWRITE = "train the method again or copy the checkpoint folder again (the copy is damaged)"
 
 
 def save_encoders(model: DualEncoder, folder: str | os.PathLike, cfg: ModelsConfig,
@@ -50,6 +58,7 @@ def save_encoders(model: DualEncoder, folder: str | os.PathLike, cfg: ModelsConf
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_debris(folder)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     extra_json: Dict[str, Any] = {}
     for key, value in (extra_state or {}).items():
@@ -60,7 +69,8 @@ def save_encoders(model: DualEncoder, folder: str | os.PathLike, cfg: ModelsConf
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
 
-    staging = Path(tempfile.mkdtemp(prefix=".text.", dir=folder))
+    staging = Path(tempfile.mkdtemp(prefix=_TEXT_STAGING, dir=folder))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; text/ is shared like any folder
     try:
         save_text_assets(model.text_encoder, staging)
         target = folder / TEXT_FOLDER
@@ -83,6 +93,15 @@ def save_encoders(model: DualEncoder, folder: str | os.PathLike, cfg: ModelsConf
     }
     write_json_atomic(folder / META_FILE, meta)
     return folder
+
+
+def _remove_debris(folder: Path) -> None:
+    """Delete what a save killed mid-write left (temporary files, `.text.*` staging folders); the
+    saving process is the folder's one writer, so nothing else is in flight."""
+    remove_orphaned_temps(folder)
+    for entry in folder.glob(_TEXT_STAGING + "*"):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def checkpoint_folders(path: str | os.PathLike, method: Optional[str] = None) -> List[Path]:
@@ -112,7 +131,13 @@ def find_checkpoint(path: str | os.PathLike, method: Optional[str] = None) -> Pa
 
 def read_checkpoint_meta(path: str | os.PathLike) -> Dict[str, Any]:
     folder = find_checkpoint(path)
-    meta = json.loads((folder / META_FILE).read_text())
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointReadError(f"{folder / META_FILE} is not a readable checkpoint description ({err}); "
+                                  f"{_REWRITE}.") from None
     if meta.get("format") != FORMAT or int(meta.get("format_version", -1)) > FORMAT_VERSION:
         raise ValueError(
             f"{folder / META_FILE} is not a {FORMAT} v<={FORMAT_VERSION} checkpoint "
@@ -121,11 +146,32 @@ def read_checkpoint_meta(path: str | os.PathLike) -> Dict[str, Any]:
     return meta
 
 
-def _encoder_state(folder: Path) -> Dict[str, torch.Tensor]:
-    """The encoder weights of a checkpoint folder, without the method's extra state."""
+def _checkpoint_tensors(folder: Path) -> Dict[str, torch.Tensor]:
+    """Every tensor of `encoders.safetensors`; a missing or damaged file names itself."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if not k.startswith(_EXTRA_PREFIX)}
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointReadError(f"{path} is missing beside {META_FILE}; {_REWRITE}.")
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise CheckpointReadError(f"{path} is not a readable safetensors file ({err}); {_REWRITE}.") from None
+
+
+def _encoder_state(folder: Path) -> Dict[str, torch.Tensor]:
+    """The encoder weights of a checkpoint folder, without the method's extra state."""
+    return {k: v for k, v in _checkpoint_tensors(folder).items() if not k.startswith(_EXTRA_PREFIX)}
+
+
+def _load_state_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], folder: Path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise CheckpointReadError(f"{folder / WEIGHTS_FILE} does not fit the encoders {folder / META_FILE} "
+                                  f"describes ({first}); {_REWRITE}.") from None
 
 
 def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.device = "cpu",
@@ -135,8 +181,6 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
     Accepts the checkpoint folder itself or a run folder holding `train/<method>-<seed>/`
     checkpoints (the newest wins; `method` narrows the choice). Returned in eval mode.
     """
-    from safetensors.torch import load_file
-
     from workbench.models.text import text_encoder_from_saved
 
     folder = find_checkpoint(run_dir_or_folder, method)
@@ -147,7 +191,7 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
         from workbench.models.clip_pairs import build_clip_pair
 
         pair = build_clip_pair(cfg)
-        pair.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        _load_state_into(pair, _checkpoint_tensors(folder), folder)
         return pair.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
     arch = dataclasses.replace(cfg, img_model=meta["image_encoder"], text_model=meta["text_encoder"],
                                img_pretrained=False, text_pretrained=False, tiny=False)
@@ -155,8 +199,7 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
     text_encoder = text_encoder_from_saved(folder / TEXT_FOLDER, cfg.text_pooling, meta["text_encoder"])
     model = DualEncoder(image_encoder, text_encoder, embed_dim=int(meta["embed_dim"]), projection=cfg.projection)
     model.max_text_tokens = int(meta.get("max_text_tokens", model.max_text_tokens))
-    state = _encoder_state(folder)
-    model.load_state_dict(state, strict=True)
+    _load_state_into(model, _encoder_state(folder), folder)
     model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
                  cfg.freeze_batchnorm)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -165,11 +208,9 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
 
 def load_extra_state(path: str | os.PathLike) -> Dict[str, Any]:
     """The `extra_state` a checkpoint was saved with (tensors and JSON values merged)."""
-    from safetensors.torch import load_file
-
     folder = find_checkpoint(path)
     extra: Dict[str, Any] = dict(read_checkpoint_meta(folder).get("extra_state", {}))
-    for key, value in load_file(str(folder / WEIGHTS_FILE)).items():
+    for key, value in _checkpoint_tensors(folder).items():
         if key.startswith(_EXTRA_PREFIX):
             extra[key[len(_EXTRA_PREFIX):]] = value
     return extra

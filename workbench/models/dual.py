@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -123,6 +124,9 @@ def build_dual_encoder(cfg: ModelsConfig) -> DualEncoder:
     if cfg.init_checkpoint:
         from workbench.models.checkpoint import init_from_checkpoint
 
+        if not Path(cfg.init_checkpoint).exists():
+            raise FileNotFoundError(f"models.init_checkpoint={cfg.init_checkpoint!r} does not exist; give a checkpoint "
+                                    "folder (train/<method>-<seed>), 'locked' or 'frozen', or an empty value.")
         init_from_checkpoint(model, cfg.init_checkpoint)
     model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
                  cfg.freeze_batchnorm)

@@ -8,6 +8,7 @@ Every control carries a `wb-*` CSS class so a browser test can find it.
 
 from __future__ import annotations
 
+import html
 from typing import Callable, List, Tuple
 
 import ipywidgets as W
@@ -30,10 +31,16 @@ def _show_figure(out: W.Output, draw: Callable[[], object]) -> None:
         plt.close(fig)
 
 
+def error_html(exc: BaseException) -> str:
+    """An exception as one escaped line: its text quotes file names and report text, which may
+    hold `<`, `&` or markup that must show as written, never render."""
+    return f"<p class='wb-error' style='color:#b00020'>{html.escape(f'{type(exc).__name__}: {exc}')}</p>"
+
+
 def _show_error(out: W.Output, exc: Exception) -> None:
     with out:
         out.clear_output(wait=True)
-        display(HTML(f"<p style='color:#b00020'>{type(exc).__name__}: {exc}</p>"))
+        display(HTML(error_html(exc)))
 
 
 def study_options(session, limit: int = 500) -> List[Tuple[str, int]]:

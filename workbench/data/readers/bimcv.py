@@ -60,10 +60,7 @@ def read_bimcv(root: str | Path, *, skips: SkipCounter, report_csv: str | Path =
     if not csv_path.is_file():
         raise FileNotFoundError(f"BIMCV-R report table {csv_path} is missing; expected columns path, Report_en "
                                 f"(pass report_csv=... if it lives elsewhere).")
-    table = read_csv_text(csv_path, skips)
-    missing = {"path", "Report_en"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{csv_path} lacks columns {sorted(missing)}; BIMCV-R reports need `path` and `Report_en`.")
+    table = read_csv_text(csv_path, skips, required=("path", "Report_en"), table="BIMCV-R's report table")
     reports = {volume_stem(p): text for p, text in zip(table["path"].astype(str), table["Report_en"])}
     listed = {volume_stem(p): str(p).replace("\\", "/") for p in table["path"].astype(str)}
     copies: Dict[str, List[Path]] = {}

@@ -51,7 +51,10 @@ def check_image(path: str | Path, skips: SkipCounter) -> bool:
 
             with Image.open(path) as img:
                 img.size  # noqa: B018 - reading the header is the check
-    except Exception as exc:  # noqa: BLE001 - any decoder error means the same to the user
+    except Exception as exc:  # noqa: BLE001 - any other decoder error means the same to the user
+        if type(exc).__name__ == "DecompressionBombError":  # a valid file, only too large: not "corrupt"
+            skips.skip("oversized_image", path, str(exc))
+            return False
         skips.skip("unreadable_image", path, f"{type(exc).__name__}: {exc}")
         return False
     return True

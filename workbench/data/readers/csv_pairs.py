@@ -53,14 +53,11 @@ def read_csv_pairs(root: str | Path, *, skips: SkipCounter, csv_path: str | Path
     path = _csv_file(Path(root), csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"Pairs CSV {path} does not exist.")
-    table = read_csv_text(path, skips)
     needed = [c for c in (image_column, subject_column, study_column, split_column) if c]
     if not findings_column and not impression_column:
         needed.append(text_column)
-    missing = [c for c in needed + [findings_column, impression_column] if c and c not in table.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing} (has {list(table.columns)}); map them with "
-                         "image_column= / text_column= / subject_column= (data.csv_*_column in the config).")
+    table = read_csv_text(path, skips, required=needed + [c for c in (findings_column, impression_column) if c],
+                          table="the pairs reader (map columns with data.csv_*_column in the config)")
     bases = [Path(image_root)] if image_root else []
     bases += [path.parent, path.parent / "images"]
     rows = []

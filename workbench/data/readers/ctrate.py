@@ -83,10 +83,7 @@ def _metadata(tables: List[Path], skips: SkipCounter) -> Dict[str, Dict[str, flo
     """volume stem -> rescale slope / intercept and spacing (mm); rows that do not parse are left out."""
     out: Dict[str, Dict[str, float]] = {}
     for path in tables:
-        table = read_csv_text(path, skips, dtype=str)
-        missing = [c for c in METADATA_COLUMNS if c not in table.columns]
-        if missing:
-            raise ValueError(f"CT-RATE metadata table {path} lacks columns {missing}; it needs {list(METADATA_COLUMNS)}.")
+        table = read_csv_text(path, skips, dtype=str, required=METADATA_COLUMNS, table="CT-RATE's metadata table")
         for rec in table.to_dict("records"):
             xy, z = parse_spacing(rec["XYSpacing"]), parse_spacing(rec["ZSpacing"])
             try:
@@ -105,7 +102,7 @@ def _labels(tables: List[Path], skips: SkipCounter) -> Dict[str, Dict[str, float
     """volume stem -> label_<Name> values (1 / 0; NaN where the cell is empty)."""
     out: Dict[str, Dict[str, float]] = {}
     for path in tables:
-        table = read_csv_text(path, skips)
+        table = read_csv_text(path, skips, required=("VolumeName",), table="CT-RATE's label table")
         names = [c for c in table.columns if c in CTRATE_LABELS]
         values = table[names].apply(pd.to_numeric, errors="coerce").astype("float64")
         for volume, row in zip(table["VolumeName"].astype(str), values.to_dict("records")):
@@ -140,7 +137,8 @@ def read_ctrate(root: str | Path, *, skips: SkipCounter, dataset_name: str = "ct
                                 f"e.g. radiology_text_reports/train_reports.csv) under {root}.")
     reports: Dict[str, dict] = {}
     for table_path in tables["reports"]:
-        for rec in read_csv_text(table_path, skips).to_dict("records"):
+        for rec in read_csv_text(table_path, skips, required=("VolumeName",),
+                                 table="CT-RATE's report table").to_dict("records"):
             reports[volume_stem(rec["VolumeName"])] = {**rec, "_source": f"{table_path} (VolumeName {rec['VolumeName']})"}
     metadata = _metadata(tables["metadata"], skips)
     labels = _labels(tables["labels"], skips)

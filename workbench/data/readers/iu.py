@@ -50,9 +50,10 @@ def read_iu(root: str | Path, *, skips: SkipCounter, image_root: str | Path = ""
     if naming is None:
         raise FileNotFoundError(f"No IU report table in {root}: expected indiana_reports.csv or reports.csv "
                                 "(with indiana_projections.csv / projections.csv).")
-    reports = read_csv_text(root / naming[0], skips)
+    reports = read_csv_text(root / naming[0], skips, required=("uid",), table="IU X-ray's report table")
     proj_path = root / naming[1]
-    projections = read_csv_text(proj_path, skips, dtype=str) if proj_path.is_file() else \
+    projections = read_csv_text(proj_path, skips, dtype=str, required=("uid", "filename", "projection"),
+                                table="IU X-ray's projection table") if proj_path.is_file() else \
         pd.DataFrame(columns=["uid", "filename", "projection"])
     by_uid: Dict[str, List[tuple]] = {}
     for uid, filename, projection in zip(projections["uid"].astype(str), projections["filename"].astype(str),
@@ -85,7 +86,7 @@ def read_iu(root: str | Path, *, skips: SkipCounter, image_root: str | Path = ""
             skips.keep("image_absent_kept", f"{root / naming[0]} (uid {uid})")
     gold = root / GOLD_LABELS
     if gold.is_file() and not df.empty:
-        labels = read_csv_text(gold, skips)
+        labels = read_csv_text(gold, skips, required=("uid",), table="IU X-ray's gold label table")
         labels = labels.rename(columns={c: label_column(c) for c in labels.columns if c != "uid"})
         labels["study_id"] = labels.pop("uid").astype(str)
         for col in labels.columns:

@@ -59,11 +59,8 @@ def subject_of(*paths: str) -> str:
 
 
 def _table(path: Path, columns: Tuple[str, str], skips: SkipCounter) -> pd.DataFrame:
-    table = read_csv_text(path, skips, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing} (has {list(table.columns)}); the MedTrim tables need "
-                         "img_df: path_base, full_path and text_df: path_base, text.")
+    table = read_csv_text(path, skips, dtype=str, keep_default_na=False, required=columns,
+                          table="MedTrim's tables (img_df: path_base, full_path; text_df: path_base, text)")
     table[KEY] = table[KEY].str.strip()
     return table[table[KEY] != ""]
 

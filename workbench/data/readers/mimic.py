@@ -66,7 +66,7 @@ def _scan_reports(base: Path) -> Dict[tuple, Path]:
 
 def read_label_csv(path: Path, skips: SkipCounter) -> pd.DataFrame:
     """CheXpert/NegBio label CSV -> study_id + label_<Name> columns (1, 0, -1, NaN)."""
-    labels = read_csv_text(path, skips)
+    labels = read_csv_text(path, skips, required=("study_id",), table="a CheXpert/NegBio label table")
     names = [c for c in labels.columns if c not in ("subject_id", "study_id")]
     out = pd.DataFrame({"study_id": labels["study_id"].map(study_key)})
     for name in names:
@@ -98,13 +98,15 @@ def read_mimic(root: str | Path, *, skips: SkipCounter, report_root: str | Path 
     views: Dict[str, str] = {}
     meta_path = find_file(csv_roots, [METADATA_CSV])
     if meta_path is not None:
-        meta = read_csv_text(meta_path, skips, dtype=str)
+        meta = read_csv_text(meta_path, skips, dtype=str, required=("dicom_id", "ViewPosition"),
+                             table="MIMIC-CXR-JPG's metadata table")
         views = dict(zip(meta["dicom_id"].astype(str), meta["ViewPosition"].fillna("").astype(str)))
 
     official: Dict[str, str] = {}
     split_path = find_file(csv_roots, [SPLIT_CSV])
     if split_path is not None:
-        split = read_csv_text(split_path, skips, dtype=str)
+        split = read_csv_text(split_path, skips, dtype=str, required=("study_id", "split"),
+                              table="MIMIC-CXR-JPG's split table")
         official = dict(zip(split["study_id"].map(study_key), split["split"].astype(str)))
 
     rows = []

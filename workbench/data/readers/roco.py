@@ -35,10 +35,8 @@ def read_roco(root: str | Path, *, skips: SkipCounter, dataset_name: str = "roco
     rows = []
     for table_path in tables:
         split = _CSV_RE.match(table_path.name).group(1).lower()  # type: ignore[union-attr]
-        table = read_csv_text(table_path, skips, dtype=str)
-        missing = {"id", "name", "caption"} - set(table.columns)
-        if missing:
-            raise ValueError(f"{table_path} lacks columns {sorted(missing)}; ROCO tables need id, name, caption.")
+        table = read_csv_text(table_path, skips, dtype=str, required=("id", "name", "caption"),
+                              table="a ROCO split table")
         image_dir = table_path.parent / "images" if (table_path.parent / "images").is_dir() else table_path.parent
         for rid, name, caption in zip(table["id"], table["name"], table["caption"]):
             path = image_dir / str(name)
