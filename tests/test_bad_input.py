@@ -332,7 +332,20 @@ def training_state_that_is_a_pickle(tmp: Path) -> Any:
     return load_state(tmp / "last.safetensors")
 
 
+def weights_file_holding_code(tmp: Path) -> Any:
+    from test_checkpoint_safety import Malicious
+    from workbench.models.weights import read_state_dict
+
+    torch.save({"state_dict": Malicious(tmp / "code-ran")}, tmp / "weights.pth")
+    try:
+        return read_state_dict(tmp / "weights.pth")
+    finally:
+        assert not (tmp / "code-ran").exists(), "loading the weights file ran its code"
+
+
 CHECKPOINT_CASES = [
+    Case("image weights: a pickle holding code", weights_file_holding_code, ValueError,
+         ("weights.pth", "tensors-only", ".safetensors")),
     Case("load_encoders: no checkpoint in the folder", load_encoders_from_empty_folder, FileNotFoundError,
          ("run", "encoders.json", "train a method")),
     Case("load_encoders: corrupt encoders.json", load_encoders_with_corrupt_json, ValueError,
