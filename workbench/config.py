@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from workbench.tracking import parse_trackers
+
 
 @dataclass
 class DataConfig:
@@ -112,12 +114,17 @@ class TrainingConfig:
     random_seed: int = 42
     pin_memory: bool = True
     resume: bool = False
+    trackers: str = "tensorboard"  # comma-separated: tensorboard, mlflow; "none" for metrics.csv only
 
     def __post_init__(self) -> None:
         # A value the loop would misread (0 used to mean "no limit": a full epoch) fails here.
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"training.max_steps={self.max_steps} would train no step; use -1 to train "
                               "training.num_epochs epochs, or a positive number of optimiser steps.")
+        try:
+            parse_trackers(self.trackers)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for key in ("batch_size", "grad_accum", "num_epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"training.{key}={getattr(self, key)} must be at least 1.")
@@ -347,6 +354,7 @@ _NON_SETTING_KEYS = {
     "training.num_workers",
     "training.pin_memory",
     "training.resume",
+    "training.trackers",
     "eval",
 }
 
@@ -360,6 +368,11 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
         else:
             flat[full] = value
     return flat
+
+
+def flatten_config(cfg: ExperimentConfig) -> Dict[str, Any]:
+    """Dotted key -> value of a whole config (what trackers record as a run's parameters)."""
+    return _flatten(to_dict(cfg))
 
 
 def setting_hash(cfg: ExperimentConfig, length: int = 8) -> str:

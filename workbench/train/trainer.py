@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from workbench.config import ExperimentConfig, MethodConfig
 from workbench.io import atomic_path, remove_orphaned_temps
+from workbench.tracking import Trackers
 from workbench.methods.base import Method, move_to
 from workbench.train.checkpoint import CheckpointFormatError, load_state, save_state, state_from_bytes, state_to_bytes
 from workbench.train.distributed import (DistContext, EpochSampler, all_gather_bytes, all_gather_with_grad, barrier,
@@ -359,7 +360,7 @@ class Trainer:
 
         if self._resume_wanted():
             self._load_checkpoint(ctx, optimizer, scheduler, scaler)
-        tb = self._tensorboard() if ctx.is_main else None
+        tb = self._trackers() if ctx.is_main else None
 
         bar = self._progress_bar(total_steps, ctx)
         stopped_early = False
@@ -444,8 +445,7 @@ class Trainer:
             self.history.append(row)
             method.on_step_end(self.global_step, {n: v for n, v in zip(names, values)})
             if tb is not None:
-                for n, v in zip(names, values):
-                    tb.add_scalar(f"train/{n}", v, self.global_step)
+                tb.log(row, self.global_step, prefix="train/")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", epoch=epoch)
@@ -458,8 +458,7 @@ class Trainer:
             row = {"step": self.global_step, "epoch": epoch, **{f"val/{k}": v for k, v in metrics.items()}}
             self.history.append(row)
             if tb is not None:
-                for k, v in metrics.items():
-                    tb.add_scalar(f"val/{k}", v, self.global_step)
+                tb.log(row, self.global_step)
             key = self.tcfg.select_metric
             if key not in row:
                 raise TrainingError(f"training.select_metric={key!r} is not among the validation metrics "
@@ -487,13 +486,14 @@ class Trainer:
 
         return tqdm(total=total, initial=self.global_step, desc=f"train {self.method.name}", unit="step")
 
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
-            return None
-        return SummaryWriter(str(self.out_dir / "tensorboard"))
+    def _trackers(self) -> Trackers:
+        """TensorBoard / MLflow views of metrics.csv; a resumed run overwrites what a killed run
+        logged after its last checkpoint."""
+        from workbench.config import flatten_config
 
+        return Trackers(self.tcfg.trackers, self.out_dir, run_dir=self.run_dir or self.out_dir,
+                        run_name=self.out_dir.name, params=flatten_config(self.cfg),
+                        purge_step=self.global_step + 1 if self.global_step else None)
 
 
 def train_folder(run_dir: str | Path, method: str, seed: int, model_save_path: str | Path = "") -> Path:
