@@ -56,6 +56,17 @@ def hf_clip(tmp_path_factory):
     return model, tokenizer, folder
 
 
+def imagenet_to_openai(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised pixels -> the same pixels normalised with OpenAI CLIP's statistics."""
+    import open_clip
+
+    from workbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    view = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
+    pixels = images * view(IMAGENET_STD) + view(IMAGENET_MEAN)
+    return (pixels - view(open_clip.OPENAI_DATASET_MEAN)) / view(open_clip.OPENAI_DATASET_STD)
+
+
 def test_openai_format_checkpoint_reproduces_the_original_embeddings(openai_clip):
     import open_clip
 
@@ -68,7 +79,11 @@ def test_openai_format_checkpoint_reproduces_the_original_embeddings(openai_clip
     reference_ids = open_clip.tokenizer.SimpleTokenizer(context_length=77)(CAPTIONS)
     assert torch.equal(tokens["input_ids"], reference_ids)
     with torch.no_grad():
-        assert torch.allclose(pair.encode_image(images, normalize=False), original.encode_image(images), atol=1e-5)
+        # the pair takes the data layer's ImageNet-normalised input and feeds CLIP its own statistics
+        assert pair.preprocessing.mean == tuple(open_clip.OPENAI_DATASET_MEAN)
+        assert pair.preprocessing.std == tuple(open_clip.OPENAI_DATASET_STD)
+        assert torch.allclose(pair.encode_image(images, normalize=False),
+                              original.encode_image(imagenet_to_openai(images)), atol=1e-5)
         assert torch.allclose(pair.encode_text(**tokens, normalize=False), original.encode_text(reference_ids),
                               atol=1e-5)
         image_emb, out = pair.forward_image(images)
@@ -94,12 +109,23 @@ def test_hf_folder_reproduces_the_original_embeddings(hf_clip):
     assert tokens["input_ids"].shape[1] == 77  # the long caption is cut at 77 tokens, not characters
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        image = original.get_image_features(pixel_values=images)
+        image = original.get_image_features(pixel_values=imagenet_to_openai(images))  # no processor saved: CLIP's
         image = getattr(image, "pooler_output", image)  # transformers 5 may return an output object
         assert torch.allclose(pair.encode_image(images, normalize=False), image, atol=1e-5)
         text = original.get_text_features(**tokens)
         text = getattr(text, "pooler_output", text)
         assert torch.allclose(pair.encode_text(**tokens, normalize=False), text, atol=1e-5)
+
+
+def test_an_hf_folder_with_a_processor_is_fed_the_processors_statistics(hf_clip):
+    from transformers import CLIPImageProcessor
+
+    _, _, folder = hf_clip
+    CLIPImageProcessor(image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3], size={"shortest_edge": 32},
+                       crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    pair = load_clip_pair(folder)
+    assert (pair.preprocessing.mean, pair.preprocessing.std) == ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    assert pair.preprocessing.input_size == (32, 32)
 
 
 def test_images_of_another_size_are_resized_to_the_models_input(openai_clip):

@@ -89,6 +89,10 @@ class ModelsConfig:
     # (relative paths resolve against the run folder), or `locked` / `frozen` for this seed's
     # baseline in the run folder (trained first when absent), e.g. fine-tune after `locked`
     init_checkpoint: str = ""
+    # a pretrained CLIP pair every method starts from (replaces img_model/text_model and the
+    # heads): an OpenAI-format .pth (PubMedCLIP), a Hugging Face CLIPModel folder, an open_clip
+    # folder with open_clip_config.json (BiomedCLIP), or an hf-hub: name in the local cache
+    clip_model: str = ""
 
 
 @dataclass

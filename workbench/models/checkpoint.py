@@ -26,6 +26,7 @@ from workbench.config import ModelsConfig
 from workbench.io import atomic_path, current_umask, remove_orphaned_temps, write_json_atomic
 from workbench.models.device import resolve_device
 from workbench.models.dual import DualEncoder
+from workbench.models.preprocess import ImagePreprocessing
 from workbench.models.registry import build_image_encoder, resolved_image_model, resolved_text_model
 
 FORMAT = "workbench.encoders"
@@ -89,6 +90,7 @@ def save_encoders(model: DualEncoder, folder: str | os.PathLike, cfg: ModelsConf
         "text_encoder": resolved_text_model(cfg),
         "embed_dim": model.embed_dim,
         "max_text_tokens": model.max_text_tokens,
+        "preprocessing": model.preprocessing.as_dict(),
         "extra_state": json.loads(json.dumps(extra_json, default=str)),
     }
     write_json_atomic(folder / META_FILE, meta)
@@ -192,6 +194,7 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
 
         pair = build_clip_pair(cfg)
         _load_state_into(pair, _checkpoint_tensors(folder), folder)
+        _apply_recorded_preprocessing(pair, meta)
         return pair.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
     arch = dataclasses.replace(cfg, img_model=meta["image_encoder"], text_model=meta["text_encoder"],
                                img_pretrained=False, text_pretrained=False, tiny=False)
@@ -200,10 +203,18 @@ def load_encoders(run_dir_or_folder: str | os.PathLike, device: str | torch.devi
     model = DualEncoder(image_encoder, text_encoder, embed_dim=int(meta["embed_dim"]), projection=cfg.projection)
     model.max_text_tokens = int(meta.get("max_text_tokens", model.max_text_tokens))
     _load_state_into(model, _encoder_state(folder), folder)
+    _apply_recorded_preprocessing(model, meta)
     model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
                  cfg.freeze_batchnorm)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(device).eval()
+
+
+def _apply_recorded_preprocessing(model: DualEncoder, meta: Mapping[str, Any]) -> None:
+    """Feed the encoder what it was trained with; checkpoints written before the record was
+    kept were all trained on ImageNet-normalised input."""
+    record = meta.get("preprocessing")
+    model.set_preprocessing(ImagePreprocessing.from_dict(record) if record else ImagePreprocessing())
 
 
 def load_extra_state(path: str | os.PathLike) -> Dict[str, Any]:

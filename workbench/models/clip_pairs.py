@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from workbench.config import ModelsConfig
 from workbench.io import atomic_path, write_json_atomic
 from workbench.models.dual import DualEncoder
+from workbench.models.preprocess import ImagePreprocessing, from_hf_processor, from_open_clip
 from workbench.models.registry import EncoderOutput
 
 # ModelsConfig.img_model / text_model value that marks a CLIP pair (its weights path in img_weights).
@@ -37,13 +38,14 @@ class ClipPairError(ValueError):
 
 
 class OpenClipTokenizer:
-    """open_clip's BPE tokenizer with the call signature of a Hugging Face tokenizer."""
+    """An open_clip tokenizer (its BPE, or the HF tokenizer of a model such as BiomedCLIP) with
+    the call signature of a Hugging Face tokenizer."""
 
-    def __init__(self, context_length: int) -> None:
+    def __init__(self, context_length: int, tokenizer: Any = None) -> None:
         from open_clip.tokenizer import SimpleTokenizer
 
         self.context_length = context_length
-        self._tokenizer = SimpleTokenizer(context_length=context_length)
+        self._tokenizer = tokenizer if tokenizer is not None else SimpleTokenizer(context_length=context_length)
 
     def __call__(self, texts: Sequence[str] | str, padding: Any = True, truncation: bool = True,
                  max_length: Optional[int] = None, return_tensors: str = "pt") -> Dict[str, Tensor]:
@@ -56,11 +58,11 @@ class OpenClipTokenizer:
 class _OpenClipImage(nn.Module):
     """The visual tower of an open_clip CLIP; pooled = its projected embedding."""
 
-    def __init__(self, visual: nn.Module, embed_dim: int) -> None:
+    def __init__(self, visual: nn.Module, embed_dim: int, preprocessing: ImagePreprocessing) -> None:
         super().__init__()
         self.visual = visual
         self.out_dim = embed_dim
-        self.image_size = tuple(getattr(visual, "image_size", (224, 224)))
+        self.preprocessing = preprocessing
         self.has_tokens = hasattr(visual, "output_tokens")
         self.token_dim = getattr(getattr(visual, "transformer", None), "width", embed_dim)
 
@@ -76,13 +78,13 @@ class _OpenClipImage(nn.Module):
 class _OpenClipText(nn.Module):
     """The text tower of an open_clip CLIP (the model minus its visual tower and temperature)."""
 
-    def __init__(self, clip: nn.Module, embed_dim: int) -> None:
+    def __init__(self, clip: nn.Module, embed_dim: int, tokenizer: Any = None) -> None:
         super().__init__()
         self.clip = clip
         self.out_dim = embed_dim
-        self.token_dim = clip.transformer.width
+        self.token_dim = getattr(getattr(clip, "transformer", None), "width", embed_dim)
         self.max_length = int(clip.context_length)
-        self.tokenizer = OpenClipTokenizer(self.max_length)
+        self.tokenizer = OpenClipTokenizer(self.max_length, tokenizer)
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> EncoderOutput:
         # CLIP's text tower is causal and pools at the end-of-text token; padding is ignored.
@@ -90,13 +92,13 @@ class _OpenClipText(nn.Module):
 
 
 class _HFClipImage(nn.Module):
-    def __init__(self, vision_model: nn.Module) -> None:
+    def __init__(self, vision_model: nn.Module, preprocessing: ImagePreprocessing) -> None:
         super().__init__()
         self.vision_model = vision_model
         cfg = vision_model.config
         self.out_dim = cfg.hidden_size
         self.token_dim = cfg.hidden_size
-        self.image_size = (cfg.image_size, cfg.image_size)
+        self.preprocessing = preprocessing
         self.patch_size = cfg.patch_size
 
     def forward(self, images: Tensor) -> EncoderOutput:
@@ -143,6 +145,7 @@ class ClipDualEncoder(DualEncoder):
         self.max_text_tokens = int(text_encoder.max_length)
         self.models_config = models_config
         self.format = fmt
+        self.set_preprocessing(image_encoder.preprocessing)
         self.train(True)
 
     def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0,
@@ -151,17 +154,6 @@ class ClipDualEncoder(DualEncoder):
         self.frozen_batchnorm = batchnorm  # RN50-style CLIP towers have batch norm
         self.train(self.training)
 
-    def _fit_size(self, images: Tensor) -> Tensor:
-        size = tuple(self.image_encoder.image_size)
-        if tuple(images.shape[-2:]) != size:
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        return images
-
-    def forward_image(self, images: Tensor, normalize: bool = True) -> tuple[Tensor, EncoderOutput]:
-        return super().forward_image(self._fit_size(images), normalize)
-
-    def tokenize(self, texts: Sequence[str], max_length: Optional[int] = None) -> Dict[str, Tensor]:
-        return super().tokenize(texts, max_length)
 
 
 def _read_openai_state_dict(path: Path) -> Dict[str, Tensor]:
@@ -220,9 +212,43 @@ def _load_openai(path: Path) -> tuple[nn.Module, nn.Module, float, int]:
     visual = clip.visual
     clip.visual = nn.Identity()  # the text tower keeps the rest; the visual tower moves out
     del clip.logit_scale  # held once, by the pair (safetensors refuses shared tensors)
-    image = _OpenClipImage(visual, embed_dim)
+    image = _OpenClipImage(visual, embed_dim, from_open_clip(visual, path.name))
     text = _OpenClipText(clip, embed_dim)
     return image, text, logit_scale, embed_dim
+
+
+def _split_open_clip(clip: nn.Module, tokenizer: Any, name: str) -> tuple[nn.Module, nn.Module, float, int]:
+    """An open_clip model -> (image tower, text tower, logit scale, embed dim)."""
+    preprocessing = from_open_clip(clip, name)
+    clip = clip.float().train()
+    logit_scale = float(clip.logit_scale.detach())
+    with torch.no_grad():
+        embed_dim = int(clip.encode_text(torch.zeros(1, clip.context_length, dtype=torch.long)).shape[-1])
+    visual = clip.visual
+    clip.visual = nn.Identity()
+    del clip.logit_scale
+    if getattr(clip, "logit_bias", None) is not None:  # SigLIP-style bias: this workbench's losses do not use it
+        del clip.logit_bias
+    return _OpenClipImage(visual, embed_dim, preprocessing), _OpenClipText(clip, embed_dim, tokenizer), \
+        logit_scale, embed_dim
+
+
+def _load_open_clip(source: str) -> tuple[nn.Module, nn.Module, float, int]:
+    """An open_clip checkpoint through open_clip's own loader: a local folder holding
+    `open_clip_config.json` and its weights (BiomedCLIP's layout), or `hf-hub:org/name` found
+    in the offline Hugging Face cache."""
+    import open_clip
+
+    name = source if source.startswith("hf-hub:") else f"local-dir:{source}"
+    try:
+        clip, _ = open_clip.create_model_from_pretrained(name, device="cpu")
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as exc:  # noqa: BLE001 - open_clip raises many types for one user mistake
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClipPairError(f"open_clip cannot load {source} ({first}); give a folder with open_clip_config.json "
+                            "and open_clip_model.safetensors (or open_clip_pytorch_model.bin), or an hf-hub: name "
+                            "already in the local Hugging Face cache.") from None
+    return _split_open_clip(clip, tokenizer, source)
 
 
 def _load_hf(path: Path) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, float, int]:
@@ -233,7 +259,15 @@ def _load_hf(path: Path) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, fl
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ClipPairError(f"Cannot load a Hugging Face CLIPModel and its tokenizer from {path}: {exc}") from None
-    image = _HFClipImage(clip.vision_model)
+    try:
+        preprocessing = from_hf_processor(path, clip.config.vision_config.image_size)
+    except FileNotFoundError:  # no processor saved: CLIP's own statistics at the model's size
+        import open_clip
+
+        size = int(clip.config.vision_config.image_size)
+        preprocessing = ImagePreprocessing(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, (size, size),
+                                           "bicubic", "openai clip default")
+    image = _HFClipImage(clip.vision_model, preprocessing)
     text = _HFClipText(clip.text_model, tokenizer)
     return image, text, clip.visual_projection, clip.text_projection, float(clip.logit_scale.detach()), int(clip.config.projection_dim)
 
@@ -246,8 +280,12 @@ def freeze_clip_pair(pair: "ClipDualEncoder", image: bool = False, text: bool = 
         vision, tmodel = pair.image_encoder.vision_model, pair.text_encoder.text_model
         _freeze_first(vision.encoder.layers, [vision.embeddings, vision.pre_layrnorm], image_layers)
         _freeze_first(tmodel.encoder.layers, [tmodel.embeddings], text_layers)
-    else:
+    elif image_layers or text_layers:
         visual, clip = pair.image_encoder.visual, pair.text_encoder.clip
+        if not hasattr(clip, "transformer") or not (hasattr(visual, "transformer") or hasattr(visual, "layer4")):
+            raise ClipPairError("models.freeze_image_layers / freeze_text_layers need OpenAI-style CLIP towers; this "
+                                "open_clip model has others (e.g. a timm or Hugging Face tower): freeze whole towers "
+                                "with models.freeze_image / freeze_text instead.")
         if hasattr(visual, "transformer"):
             stem = [visual.conv1, visual.ln_pre, visual.class_embedding, visual.positional_embedding]
             _freeze_first(visual.transformer.resblocks, stem, image_layers)
@@ -267,25 +305,37 @@ def freeze_clip_pair(pair: "ClipDualEncoder", image: bool = False, text: bool = 
 
 def load_clip_pair(path: str | Path, freeze_image: bool = False, freeze_text: bool = False,
                    freeze_image_layers: int = 0, freeze_text_layers: int = 0) -> ClipDualEncoder:
-    """Load a CLIP pair from a local OpenAI-format file or Hugging Face folder (see module doc),
-    frozen as asked (see `freeze_clip_pair`)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ClipPairError(f"CLIP checkpoint {path} does not exist; set method.params.PRETRAINED_MODEL_PATH "
-                            "(or models.img_weights) to a local PubMedCLIP .pth or a CLIPModel folder.")
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ClipPairError(f"{path} is a folder without config.json; a Hugging Face CLIPModel folder is expected.")
-        image, text, image_proj, text_proj, logit_scale, embed_dim = _load_hf(path)
-        fmt = "hf"
+    """Load a CLIP pair from a local OpenAI-format file, a Hugging Face CLIPModel folder, an
+    open_clip folder or an `hf-hub:` name in the offline cache (see module doc), frozen as asked
+    (see `freeze_clip_pair`); its preprocessing comes from the checkpoint."""
+    source = str(path)
+    if source.startswith("hf-hub:"):
+        image, text, logit_scale, embed_dim = _load_open_clip(source)
+        image_proj, text_proj, fmt, recorded = nn.Identity(), nn.Identity(), "open_clip", source
     else:
-        image, text, logit_scale, embed_dim = _load_openai(path)
-        image_proj, text_proj = nn.Identity(), nn.Identity()
-        fmt = "openai"
-    cfg = ModelsConfig(img_model=CLIP_PAIR, text_model=CLIP_PAIR, img_weights=str(path.resolve()), text_weights="",
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise ClipPairError(f"CLIP checkpoint {path} does not exist; set models.clip_model (or "
+                                "method.params.PRETRAINED_MODEL_PATH) to a local PubMedCLIP .pth, a CLIPModel folder, "
+                                "an open_clip folder or an hf-hub: name in the local cache.")
+        if path.is_dir() and (path / "open_clip_config.json").is_file():
+            image, text, logit_scale, embed_dim = _load_open_clip(str(path.resolve()))
+            image_proj, text_proj, fmt = nn.Identity(), nn.Identity(), "open_clip"
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ClipPairError(f"{path} is a folder without config.json or open_clip_config.json; a Hugging Face "
+                                    "CLIPModel folder or an open_clip folder is expected.")
+            image, text, image_proj, text_proj, logit_scale, embed_dim = _load_hf(path)
+            fmt = "hf"
+        else:
+            image, text, logit_scale, embed_dim = _load_openai(path)
+            image_proj, text_proj = nn.Identity(), nn.Identity()
+            fmt = "openai"
+        recorded = str(path.resolve())
+    cfg = ModelsConfig(img_model=CLIP_PAIR, text_model=CLIP_PAIR, img_weights=recorded, text_weights="",
                        img_pretrained=True, text_pretrained=True, embed_dim=embed_dim, projection="linear",
                        freeze_image=freeze_image, freeze_text=freeze_text, freeze_image_layers=freeze_image_layers,
-                       freeze_text_layers=freeze_text_layers)
+                       freeze_text_layers=freeze_text_layers, clip_model=recorded)
     pair = ClipDualEncoder(image, text, image_proj, text_proj, logit_scale, cfg, fmt)
     pair.freeze(freeze_image, freeze_text, freeze_image_layers, freeze_text_layers, cfg.freeze_batchnorm)
     return pair
@@ -327,6 +377,7 @@ def save_clip_pair(pair: ClipDualEncoder, folder: str | Path) -> Path:
         "clip_format": pair.format,
         "embed_dim": pair.embed_dim,
         "max_text_tokens": pair.max_text_tokens,
+        "preprocessing": pair.preprocessing.as_dict(),
         "extra_state": {},
     }
     write_json_atomic(folder / ckpt.META_FILE, meta)

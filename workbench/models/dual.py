@@ -12,6 +12,7 @@ from torch import nn
 
 from workbench.config import ModelsConfig
 from workbench.models.heads import ProjectionHead
+from workbench.models.preprocess import ImagePreprocessing, InputAdapter
 from workbench.models.registry import EncoderOutput, build_image_encoder, build_text_encoder
 
 
@@ -48,6 +49,14 @@ class DualEncoder(nn.Module):
         self.frozen_text = False
         self.frozen_batchnorm = False
         self.max_text_tokens: int = int(getattr(text_encoder, "max_length", 512))
+        self.set_preprocessing(getattr(image_encoder, "preprocessing", None) or ImagePreprocessing())
+
+    # -- input statistics
+    def set_preprocessing(self, preprocessing: ImagePreprocessing) -> None:
+        """Feed the image encoder the statistics and size it was trained with (see
+        `workbench.models.preprocess`); recorded in encoders.json by `save_encoders`."""
+        self.preprocessing = preprocessing
+        self.input_adapter = None if preprocessing.is_identity else InputAdapter(preprocessing)
 
     # -- freezing
     def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0,
@@ -95,6 +104,8 @@ class DualEncoder(nn.Module):
 
     # -- forward
     def forward_image(self, images: torch.Tensor, normalize: bool = True) -> Tuple[torch.Tensor, EncoderOutput]:
+        if self.input_adapter is not None:
+            images = self.input_adapter(images)
         out = self.image_encoder(images)
         emb = self.image_proj(out.pooled)
         return (F.normalize(emb, dim=-1) if normalize else emb), out
@@ -117,10 +128,25 @@ class DualEncoder(nn.Module):
 
 
 def build_dual_encoder(cfg: ModelsConfig) -> DualEncoder:
-    """Encoders by name (offline weights), heads, and freezing as `cfg` says."""
+    """Encoders by name (offline weights), heads, and freezing as `cfg` says; a CLIP pair
+    (`cfg.clip_model`) instead when one is given."""
+    if cfg.clip_model:
+        from workbench.models.clip_pairs import load_clip_pair
+
+        pair = load_clip_pair(cfg.clip_model, cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers,
+                              cfg.freeze_text_layers)
+        return _init_from(pair, cfg)
     image_encoder = build_image_encoder(cfg)
     text_encoder = build_text_encoder(cfg)
-    model = DualEncoder(image_encoder, text_encoder, embed_dim=cfg.embed_dim, projection=cfg.projection)
+    model = _init_from(DualEncoder(image_encoder, text_encoder, embed_dim=cfg.embed_dim, projection=cfg.projection),
+                       cfg)
+    model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
+                 cfg.freeze_batchnorm)
+    return model
+
+
+def _init_from(model: DualEncoder, cfg: ModelsConfig) -> DualEncoder:
+    """Copy `cfg.init_checkpoint`'s weights in (same architecture), when one is given."""
     if cfg.init_checkpoint:
         from workbench.models.checkpoint import init_from_checkpoint
 
@@ -128,6 +154,4 @@ def build_dual_encoder(cfg: ModelsConfig) -> DualEncoder:
             raise FileNotFoundError(f"models.init_checkpoint={cfg.init_checkpoint!r} does not exist; give a checkpoint "
                                     "folder (train/<method>-<seed>), 'locked' or 'frozen', or an empty value.")
         init_from_checkpoint(model, cfg.init_checkpoint)
-    model.freeze(cfg.freeze_image, cfg.freeze_text, cfg.freeze_image_layers, cfg.freeze_text_layers,
-                 cfg.freeze_batchnorm)
     return model

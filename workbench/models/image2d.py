@@ -12,33 +12,41 @@ import torch
 from torch import nn
 
 from workbench.config import ModelsConfig
-from workbench.models.registry import IMAGE_ENCODERS, TIMM_FALLBACK, EncoderOutput
-from workbench.models.weights import load_weights_into, read_state_dict, resolve_image_weights
+from workbench.models.preprocess import from_hf_processor, from_timm
+from workbench.models.registry import HF_IMAGE_FALLBACK, IMAGE_ENCODERS, TIMM_FALLBACK, EncoderOutput
+from workbench.models.weights import load_weights_into, read_state_dict, resolve_hf_image_folder, resolve_image_weights
 
 
-def _create_timm(name: str) -> nn.Module:
-    """A randomly initialised timm model; ViTs get `dynamic_img_size` so any input size works."""
+def _create_timm(name: str, **kwargs) -> nn.Module:
+    """A timm model; ViTs get `dynamic_img_size` so any input size works."""
     import timm
 
     try:
-        return timm.create_model(name, pretrained=False, dynamic_img_size=True)
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
     except TypeError:  # CNNs do not take the argument
-        return timm.create_model(name, pretrained=False)
+        return timm.create_model(name, **kwargs)
 
 
 def timm_encoder(name: str, pretrained: bool = False, weights: str = "") -> "TimmImageEncoder":
     """Build timm model `name`; with `pretrained`, weights are resolved (offline) BEFORE the
-    model is built, so a missing weight fails at once."""
+    model is built, so a missing weight fails at once. They load through timm itself
+    (`pretrained_cfg_overlay=dict(file=...)`), which drops or adapts a classifier head of
+    another size, resamples ViT position embeddings and adapts input channels; a file whose
+    names differ but whose shapes match in order (the efficientnet-lite0 package) maps by position."""
     import timm
 
-    path = None
-    if pretrained:
-        cfg = timm.models.get_pretrained_cfg(name)
-        hf_hub_id = (getattr(cfg, "hf_hub_id", None) or "") if cfg is not None else ""
-        path = resolve_image_weights(name, weights, hf_hub_id)
-    model = _create_timm(name)
-    if path is not None:
-        load_weights_into(model, read_state_dict(path), str(path))
+    if not pretrained:
+        return TimmImageEncoder(_create_timm(name, pretrained=False), name)
+    cfg = timm.models.get_pretrained_cfg(name)
+    hf_hub_id = (getattr(cfg, "hf_hub_id", None) or "") if cfg is not None else ""
+    path = resolve_image_weights(name, weights, hf_hub_id)
+    state = read_state_dict(path)
+    model = _create_timm(name, pretrained=False)
+    own = list(model.state_dict())
+    if sum(k in state for k in own) >= 0.9 * len(own):  # timm's names (timm loads non-strictly: check first)
+        model = _create_timm(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(path)))
+    else:
+        load_weights_into(model, state, str(path))
     return TimmImageEncoder(model, name)
 
 
@@ -55,6 +63,9 @@ class TimmImageEncoder(nn.Module):
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
         self.patch_size = tuple(patch) if patch is not None else None
+        # the statistics (and, for fixed-size transformers, the size) timm's pretrained_cfg gives
+        fixed = hasattr(model, "patch_embed") and not getattr(model, "dynamic_img_size", False)
+        self.preprocessing = from_timm(model, name, fixed_size=fixed)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:
         features = self.model.forward_features(images)
@@ -84,6 +95,28 @@ class TimmImageEncoder(nn.Module):
             stem = [m for n, m in model.named_children() if not n.startswith("layer") and n not in ("fc", "global_pool")]
             return [nn.ModuleList(stem)] + [getattr(model, f"layer{i}") for i in range(1, 5)]
         return list(model.children())
+
+
+class HFImageEncoder(nn.Module):
+    """A Hugging Face vision transformer (`google/vit-base-patch16-224`, MedTrim's seed default,
+    or any local ViT-style folder); pooled = the CLS state, tokens = the patch states, fed with
+    the statistics of the folder's `preprocessor_config.json`."""
+
+    def __init__(self, model: nn.Module, preprocessing, name: str) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.out_dim = self.token_dim = int(model.config.hidden_size)
+        self.patch_size = int(getattr(model.config, "patch_size", 16))
+        self.preprocessing = preprocessing
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        hidden = self.model(pixel_values=images, interpolate_pos_encoding=True).last_hidden_state
+        grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
+        return EncoderOutput(pooled=hidden[:, 0], tokens=hidden[:, 1:], mask=None, grid=grid)
+
+    def layer_groups(self) -> List[nn.Module]:
+        return [self.model.embeddings] + list(self.model.encoder.layer)
 
 
 class TinyCNN(nn.Module):
@@ -117,6 +150,21 @@ class TinyCNN(nn.Module):
 def build_timm(cfg: ModelsConfig, name: str) -> nn.Module:
     """Any timm model name; pretrained weights come from offline sources only."""
     return timm_encoder(name, pretrained=cfg.img_pretrained, weights=cfg.img_weights)
+
+
+@IMAGE_ENCODERS.register(HF_IMAGE_FALLBACK)
+def build_hf_image(cfg: ModelsConfig, name: str) -> nn.Module:
+    """A local Hugging Face vision folder, or a hub name found in the offline HF cache."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = resolve_hf_image_folder(name)
+    if cfg.img_pretrained:
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False)
+    else:
+        model = AutoModel.from_config(AutoConfig.from_pretrained(str(folder), local_files_only=True),
+                                      add_pooling_layer=False)
+    size = getattr(model.config, "image_size", None)
+    return HFImageEncoder(model, from_hf_processor(folder, int(size) if size else None), name)
 
 
 @IMAGE_ENCODERS.register("tf_efficientnet_lite0")

@@ -9,6 +9,7 @@ unknown name fails with the list of known ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -41,6 +42,7 @@ TEXT_ENCODERS: Registry[nn.Module] = Registry("text encoder")
 # Names handled by the generic timm builder when no explicit entry matches.
 TIMM_FALLBACK = "timm"
 HF_FALLBACK = "hf"
+HF_IMAGE_FALLBACK = "hf_image"
 
 
 def _ensure_registered() -> None:
@@ -69,6 +71,8 @@ def build_image_encoder(cfg: ModelsConfig) -> nn.Module:
     factory: Callable[..., nn.Module]
     if name in IMAGE_ENCODERS:
         factory = IMAGE_ENCODERS.get(name)
+    elif "/" in name or Path(name).is_dir():  # a Hugging Face folder or hub name (offline cache)
+        factory = IMAGE_ENCODERS.get(HF_IMAGE_FALLBACK)
     else:
         import timm
 

@@ -95,6 +95,22 @@ def resolve_text_weights(name: str, local_path: str = "") -> Path:
     )
 
 
+def resolve_hf_image_folder(name: str) -> Path:
+    """Folder of a Hugging Face vision model: a local folder, or `org/name` in the local HF cache."""
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise MissingWeightsError(f"{name} is a folder without config.json; give a Hugging Face vision model "
+                                      "folder (save_pretrained output) or a timm model name.")
+        return Path(name)
+    cached = _hf_cache_snapshot(name, ["config.json"])
+    if cached is not None:
+        return cached.parent
+    raise MissingWeightsError(
+        f"No offline copy of image model {name!r} (not a local folder, not in the local HF cache "
+        f"~/.cache/huggingface/hub): download it on a connected machine with huggingface-cli download {name} and "
+        f"copy the cache, or set models.img_model to a local folder or a timm name.")
+
+
 def resolve_image_weights(name: str, local_path: str = "", hf_hub_id: str = "") -> Path:
     """A weights file (.pth/.bin/.safetensors) for image encoder `name`."""
     looked: List[str] = []
