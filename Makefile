@@ -26,7 +26,7 @@ browser-deps:
 		|| echo "note: could not install Debian's chromium (needs root and apt-get); the browser test will skip."
 
 demo: setup
-	$(BIN)/python -m workbench.runs pipeline
+	$(BIN)/python -m workbench.cli pipeline
 
 test: setup browser-deps
 	$(BIN)/python -m pytest -q -ra

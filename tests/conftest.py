@@ -57,7 +57,7 @@ def run_dir(tmp_path) -> Path:
 @pytest.fixture
 def execute_notebook():
     """Run a notebook headless through papermill, as `make demo` does."""
-    from workbench.runs import run_notebook
+    from workbench.cli import run_notebook
 
     def _run(name: str, run_dir: Path, **parameters):
         return run_notebook(name, run_dir, parameters, progress=False)

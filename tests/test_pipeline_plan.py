@@ -43,7 +43,7 @@ def test_a_method_that_does_not_fit_the_data_is_refused_naming_the_ones_that_do(
 
 
 def test_the_plan_is_redrawn_from_the_manifest_after_notebook_00(tmp_path, monkeypatch, capsys):
-    import workbench.runs as runs
+    import workbench.cli as runs
     from workbench.data import write_manifest
 
     executed = []

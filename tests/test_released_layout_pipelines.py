@@ -1,5 +1,5 @@
 """The notebook pipeline 00 -> 05 under papermill on trees in the released layouts, as a user
-points it at their copy: `python -m workbench.runs pipeline -p dataset <name> -p data_root DIR`
+points it at their copy: `python -m workbench.cli pipeline -p dataset <name> -p data_root DIR`
 with the `tiny` profile. Asserts the kept studies and skips, the label set, the modality the
 steps ran on, and that every trained method and baseline reached the metrics."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from released_layouts import write_bimcv_r, write_ct_rate, write_mimic_cxr_jpg
 from workbench.data import read_manifest
-from workbench.runs import run_pipeline
+from workbench.cli import run_pipeline
 
 pytestmark = pytest.mark.slow
 NOTEBOOKS = ["00_data_prep.ipynb", "01_ober.ipynb", "02_triplet_mining.ipynb", "04_evaluate.ipynb",

@@ -56,7 +56,7 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
 
 
 def test_pipeline_records_each_step_and_its_provenance(tmp_path, monkeypatch):
-    import workbench.runs as runs
+    import workbench.cli as runs
 
     executed = []
 
@@ -81,7 +81,7 @@ def test_a_relative_run_dir_reaches_the_notebook_absolute(tmp_path, monkeypatch)
     """papermill runs the kernel in notebooks/, where a relative folder would point elsewhere."""
     import papermill
 
-    from workbench.runs import run_notebook
+    from workbench.cli import run_notebook
 
     seen = {}
     monkeypatch.setattr(papermill, "execute_notebook", lambda src, out, parameters, **kw: seen.update(parameters))

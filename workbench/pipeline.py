@@ -1,6 +1,6 @@
 """The notebook pipeline planned for one dataset: the steps that fit its modalities.
 
-`python -m workbench.runs pipeline -p dataset ctrate -p data_root /data/ct-rate` must not run
+`python -m workbench.cli pipeline -p dataset ctrate -p data_root /data/ct-rate` must not run
 radiograph methods on CT volumes, nor label CT reports with CheXpert's findings. The plan
 takes the dataset's modalities (`workbench.data.defaults`), picks the methods that fit them
 (radiographs: clip, medtrim; CT: medfinder), the config of each step from a *profile*, and is

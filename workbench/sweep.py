@@ -2,7 +2,7 @@
 evaluation suite; one leaderboard of mean +- std over seeds (issue 8).
 
     from workbench.sweep import run_sweep
-    result = run_sweep(methods="all", seeds=3)        # or: python -m workbench.runs sweep
+    result = run_sweep(methods="all", seeds=3)        # or: python -m workbench.cli sweep
     result.markdown                                    # the table; files in result.folder
 
 The spec is `workbench/configs/sweep.yaml` (or a YAML path): methods, baselines, seeds, the
@@ -362,10 +362,10 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m workbench.runs sweep ...` lands here (see workbench.runs)."""
+    """`python -m workbench.cli sweep ...` lands here (see workbench.cli)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m workbench.runs sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m workbench.cli sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
