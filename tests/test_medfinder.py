@@ -8,7 +8,7 @@ import torch
 
 from workbench.config import load_config
 from workbench.methods import MethodConfigError, create_method
-from workbench.methods.parts import ViewCrossAttention, random_view_3d, two_view_augment_3d
+from workbench.methods.parts import RandomView3D, ViewCrossAttention
 
 TINY_CT = ["models.tiny=true", "models.embed_dim=16", "data.volume_size=[16,16,16]", "training.device=cpu"]
 
@@ -45,10 +45,11 @@ def test_view_fusion_never_mixes_two_samples():
 def test_random_view_keeps_shape_and_adds_noise_of_sigma_0_1():
     torch.manual_seed(0)
     volume = torch.rand(1, 16, 16, 16)
-    noise_only = random_view_3d(rotate_range=0.0, zoom_range=(1.0, 1.0), noise_std=0.1)(volume)
+    noise_only = RandomView3D(rotate_range=0.0, zoom_range=(1.0, 1.0), noise_std=0.1)(volume)
     assert noise_only.shape == volume.shape
     assert abs(float((noise_only - volume).std()) - 0.1) < 0.01
-    v1, v2 = two_view_augment_3d()(volume)
+    one_view = RandomView3D()
+    v1, v2 = one_view(volume), one_view(volume)
     assert v1.shape == v2.shape == volume.shape and v1.dtype == torch.float32
     assert not torch.allclose(v1, v2)  # two independent draws
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from workbench.config import ExperimentConfig
 from workbench.methods.base import Method, MethodConfigError, collate_items
 from workbench.methods.losses import symmetric_info_nce
+from workbench.methods.params import MethodParams, parse_params
 from workbench.methods.parts.regions import region_features, region_sentence_loss
 from workbench.methods.parts.tags import TagQueryDecoder, soft_label_alignment_loss, tag_bce_loss
 from workbench.methods.registry import METHODS
@@ -47,16 +49,26 @@ BOX_COLUMNS = {"name": ("name", "bbox_name"), "x1": ("x1", "original_x1"), "y1":
                "x2": ("x2", "original_x2"), "y2": ("y2", "original_y2"), "sentence": ("sentence", "phrase")}
 
 
-def _lower(params: Mapping[str, Any]) -> Dict[str, Any]:
-    return {str(k).lower(): v for k, v in dict(params).items()}
+@dataclass(frozen=True)
+class ASGParams(MethodParams):
+    """ASG's knobs: temperatures, the RoI size, and the tag decoder (num_tags unset: the
+    manifest's label_ columns)."""
+
+    region_temperature: float = 0.1
+    label_temperature: float = 0.1
+    roi_output_size: int = 3
+    num_tags: Optional[int] = None
+    tag_dim: int = 128
+    tag_layers: int = 1
+    tag_heads: int = 4
 
 
 def default_num_tags(cfg: ExperimentConfig) -> int:
     """Entity labels the tag decoder predicts: `method.params.num_tags`, else the size of the
     configured label set (`data.label_set`)."""
-    params = _lower(cfg.method.params)
-    if "num_tags" in params:
-        return int(params["num_tags"])
+    p = parse_params(ASGParams, cfg.method.params, "asg")
+    if p.num_tags is not None:
+        return p.num_tags
     if cfg.data.label_set == "demo":
         from workbench.data.labels import DEMO_CT_LABELS, DEMO_LABELS
 
@@ -179,28 +191,29 @@ class ASG(Method):
     """IRA + ARSA + IRL + ERL; see the module docstring."""
 
     name = "asg"
+    Params = ASGParams
     loss_terms = ("ira", "arsa", "irl", "erl")
     default_loss_weights = {"ira": 1.0, "arsa": 1.0, "irl": 1.0, "erl": 1.0}
     required_fields = ("image", "text", "labels", "regions")
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, heads: Optional[Mapping[str, nn.Module]] = None) -> None:
         super().__init__(cfg, model, heads)
-        self.region_temperature = float(self.param("region_temperature", 0.1))
-        self.label_temperature = float(self.param("label_temperature", 0.1))
-        self.roi_output = int(self.param("roi_output_size", 3))
+        self.region_temperature = self.p.region_temperature
+        self.label_temperature = self.p.label_temperature
+        self.roi_output = self.p.roi_output_size
         self.num_tags = int(self.heads["tags"].queries.shape[0])
 
     @classmethod
     def build(cls, cfg: ExperimentConfig) -> "ASG":
         from workbench.models import ProjectionHead, build_dual_encoder
 
-        params = _lower(cfg.method.params)
+        p = cls.parse_params(cfg)
         model = build_dual_encoder(cfg.models)
         token_dim = int(model.image_encoder.token_dim)
         heads = {
             "region_proj": ProjectionHead(token_dim, cfg.models.embed_dim, cfg.models.projection),
-            "tags": TagQueryDecoder(default_num_tags(cfg), token_dim, dim=int(params.get("tag_dim", 128)),
-                                    num_layers=int(params.get("tag_layers", 1)), num_heads=int(params.get("tag_heads", 4))),
+            "tags": TagQueryDecoder(default_num_tags(cfg), token_dim, dim=p.tag_dim, num_layers=p.tag_layers,
+                                    num_heads=p.tag_heads),
         }
         return cls(cfg, model, heads)
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn
 
 from workbench.config import ExperimentConfig
+from workbench.methods.params import MethodParams, parse_params
 
 
 class MethodConfigError(ValueError):
@@ -75,12 +76,14 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    Params: ClassVar[Type[MethodParams]] = MethodParams  # the typed `method.params` (workbench.methods.params)
     loss_terms: ClassVar[Tuple[str, ...]] = ()
     default_loss_weights: ClassVar[Dict[str, float]] = {}
     required_fields: ClassVar[Tuple[str, ...]] = ("image", "text")
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, heads: Optional[Mapping[str, nn.Module]] = None) -> None:
         self.cfg = cfg
+        self.p = self.parse_params(cfg)
         self.model = model
         self.heads = nn.ModuleDict(dict(heads or {}))
         # One module holding everything trained: what DDP wraps, what checkpoints store.
@@ -100,13 +103,10 @@ class Method:
 
         return cls(cfg, build_dual_encoder(cfg.models))
 
-    @property
-    def params(self) -> Dict[str, Any]:
-        """`method.params` with keys lower-cased (PubMedCLIP-style UPPER names are accepted)."""
-        return {str(k).lower(): v for k, v in dict(self.cfg.method.params).items()}
-
-    def param(self, key: str, default: Any) -> Any:
-        return self.params.get(key.lower(), default)
+    @classmethod
+    def parse_params(cls, cfg: ExperimentConfig) -> Any:
+        """`cfg.method.params` checked against `cls.Params` (a misspelt key names the closest one)."""
+        return parse_params(cls.Params, cfg.method.params, cls.name)
 
     def resolve_loss_weights(self, overrides: Mapping[str, float]) -> Dict[str, float]:
         weights = {t: float(self.default_loss_weights.get(t, 1.0)) for t in self.loss_terms}
@@ -249,7 +249,7 @@ class Method:
         """Samples per epoch (all processes together): `method.params.steps_per_epoch` x
         batch_size when set (validation then comes every that many steps on one process),
         else one pass over the dataset. MedTrim's triplet pool overrides the default."""
-        steps = self.param("steps_per_epoch", None)
+        steps = self.p.steps_per_epoch
         if steps:
             return int(steps) * self.cfg.training.batch_size * max(1, self.cfg.training.grad_accum)
         return len(dataset)  # type: ignore[arg-type]

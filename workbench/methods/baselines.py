@@ -4,6 +4,7 @@ projections on cached features), so the trainer hands them the run folder."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
@@ -11,11 +12,22 @@ from torch import Tensor
 
 from workbench.config import ExperimentConfig
 from workbench.methods.base import Method
+from workbench.methods.params import MethodParams
 from workbench.methods.registry import METHODS
+
+
+@dataclass(frozen=True)
+class LockedParams(MethodParams):
+    """The locked baseline's own recipe (see workbench.eval.baselines.train_locked)."""
+
+    epochs: int = 40
+    lr: float = 1e-3
+    batch_size: int = 256
 
 
 class _Baseline(Method):
     trains_itself = True
+    Params = LockedParams  # frozen trains nothing; one schema so a sweep passes the same keys to both
     loss_terms = ()
 
     @classmethod

@@ -28,6 +28,7 @@ left out of the token-level terms.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from workbench.config import ExperimentConfig
 from workbench.methods.base import Method, MethodConfigError, Stage
 from workbench.methods.losses import symmetric_info_nce
+from workbench.methods.params import MethodParams
 from workbench.methods.parts.clustering import ClusterNegatives
 from workbench.methods.parts.local_alignment import LocalCrossAttention, local_image_loss, local_text_loss
 from workbench.methods.parts.masked_recon import (ReconstructionHead, mask_input_patches, masked_patch_loss,
@@ -45,8 +47,22 @@ from workbench.methods.registry import METHODS
 ALIGN_TERMS = ("global", "local_image", "local_text", "false_negative")
 
 
-def _lower(params: Mapping[str, Any]) -> Dict[str, Any]:
-    return {str(k).lower(): v for k, v in dict(params).items()}
+@dataclass(frozen=True)
+class CGNSParams(MethodParams):
+    """CM-CGNS's knobs (temperatures, masking, the cluster bank, the align-only stage length)."""
+
+    temperature: float = 0.1
+    local_temperature: float = 0.1
+    attention_temperature: float = 0.1
+    mask_ratio: float = 0.5
+    hard_negative_weight: float = 3.0
+    max_tokens: int = 4096
+    local_dim: Optional[int] = None  # default: models.embed_dim
+    cluster_k: int = 128  # 0: no cluster-guided negatives
+    cluster_momentum: float = 0.99
+    cluster_start_cosine: float = 0.4
+    align_steps: Optional[int] = None  # both unset: half the budget aligns before reconstruction starts
+    align_epochs: Optional[int] = None
 
 
 @METHODS.register("cgns")
@@ -54,6 +70,7 @@ class CMCGNS(Method):
     """MGCA global + local alignment with cluster-guided negatives and CM-MIR."""
 
     name = "cgns"
+    Params = CGNSParams
     loss_terms = ALIGN_TERMS + ("reconstruction",)
     default_loss_weights = {"global": 1.0, "local_image": 1.0, "local_text": 1.0, "false_negative": 1e-4,
                             "reconstruction": 1.0}
@@ -61,12 +78,12 @@ class CMCGNS(Method):
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, heads: Optional[Mapping[str, nn.Module]] = None) -> None:
         super().__init__(cfg, model, heads)
-        self.temperature = float(self.param("temperature", 0.1))
-        self.local_temperature = float(self.param("local_temperature", 0.1))
-        self.mask_ratio = float(self.param("mask_ratio", 0.5))
-        self.hard_negative_weight = float(self.param("hard_negative_weight", 3.0))
-        self.max_tokens = int(self.param("max_tokens", 4096))
-        self.attention = LocalCrossAttention(float(self.param("attention_temperature", 0.1)))
+        self.temperature = self.p.temperature
+        self.local_temperature = self.p.local_temperature
+        self.mask_ratio = self.p.mask_ratio
+        self.hard_negative_weight = self.p.hard_negative_weight
+        self.max_tokens = self.p.max_tokens
+        self.attention = LocalCrossAttention(self.p.attention_temperature)
         self.grid: tuple = ()  # token grid at data.image_size, set by `build`
 
     @classmethod
@@ -75,19 +92,18 @@ class CMCGNS(Method):
 
         if cfg.data.modality != "cxr":
             raise MethodConfigError("cgns reconstructs 2D image patches; set data.modality=cxr (use medfinder for CT).")
-        params = _lower(cfg.method.params)
+        p = cls.parse_params(cfg)
         model = build_dual_encoder(cfg.models)
-        local_dim = int(params.get("local_dim", cfg.models.embed_dim))
+        local_dim = p.local_dim or cfg.models.embed_dim
         grid, patch = cls._probe_grid(model, cfg.data.image_size)
         heads: Dict[str, nn.Module] = {
             "local_image_proj": nn.Linear(int(model.image_encoder.token_dim), local_dim),
             "local_text_proj": nn.Linear(int(model.text_encoder.out_dim), local_dim),
             "reconstruction": ReconstructionHead(local_dim, 3 * patch[0] * patch[1]),
         }
-        k = int(params.get("cluster_k", 128))
-        if k > 0:
-            heads["clusters"] = ClusterNegatives(local_dim, k=k, momentum=float(params.get("cluster_momentum", 0.99)),
-                                                 start_threshold=float(params.get("cluster_start_cosine", 0.4)))
+        if p.cluster_k > 0:
+            heads["clusters"] = ClusterNegatives(local_dim, k=p.cluster_k, momentum=p.cluster_momentum,
+                                                 start_threshold=p.cluster_start_cosine)
         method = cls(cfg, model, heads)
         method.grid = grid
         return method
@@ -108,8 +124,7 @@ class CMCGNS(Method):
 
     @property
     def stages(self) -> List[Stage]:
-        steps = self.param("align_steps", None)
-        epochs = self.param("align_epochs", None)
+        steps, epochs = self.p.align_steps, self.p.align_epochs
         if steps is None and epochs is None:
             t = self.cfg.training
             if t.max_steps > 0:

@@ -16,6 +16,7 @@ training.learning_rate=5e-6), which configs/clip_pubmed.yaml sets.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping
 
 from torch import Tensor
@@ -23,13 +24,19 @@ from torch import Tensor
 from workbench.config import ExperimentConfig
 from workbench.methods.base import Method, MethodConfigError
 from workbench.methods.losses import symmetric_info_nce
+from workbench.methods.params import MethodParams
 from workbench.methods.registry import METHODS
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+@dataclass(frozen=True)
+class ClipParams(MethodParams):
+    """PubMedCLIP's options (its UPPER-case names work too)."""
+
+    load_pretrained: bool = False
+    pretrained_model_path: str = ""
+    freeze_vision_encoder: bool = False
+    freeze_text_encoder: bool = False
+    learnable_temperature: bool = True
 
 
 @METHODS.register("clip")
@@ -38,19 +45,20 @@ class ClipMethod(Method):
     negatives of every DDP rank)."""
 
     name = "clip"
+    Params = ClipParams
     loss_terms = ("contrastive",)
     default_loss_weights = {"contrastive": 1.0}
     required_fields = ("image", "text")
 
     @classmethod
     def build(cls, cfg: ExperimentConfig) -> "ClipMethod":
-        params = {str(k).lower(): v for k, v in dict(cfg.method.params).items()}
-        freeze_image = cfg.models.freeze_image or _flag(params.get("freeze_vision_encoder", False))
-        freeze_text = cfg.models.freeze_text or _flag(params.get("freeze_text_encoder", False))
-        if _flag(params.get("load_pretrained", False)):
+        p = cls.parse_params(cfg)
+        freeze_image = cfg.models.freeze_image or p.freeze_vision_encoder
+        freeze_text = cfg.models.freeze_text or p.freeze_text_encoder
+        if p.load_pretrained:
             from workbench.models.clip_pairs import load_clip_pair
 
-            path = params.get("pretrained_model_path") or cfg.models.img_weights
+            path = p.pretrained_model_path or cfg.models.clip_model or cfg.models.img_weights
             if not path:
                 raise MethodConfigError("method.params.LOAD_PRETRAINED is true but PRETRAINED_MODEL_PATH is empty; "
                                         "give a local CLIP checkpoint (.pth or CLIPModel folder).")
@@ -63,7 +71,7 @@ class ClipMethod(Method):
             model = build_dual_encoder(models_cfg)
             cfg = dataclasses.replace(cfg, models=models_cfg)  # the export records the freezing
         method = cls(cfg, model)
-        if not _flag(params.get("learnable_temperature", True)):
+        if not p.learnable_temperature:
             model.logit_scale.requires_grad_(False)
         return method
 

@@ -6,7 +6,7 @@ Every function takes embeddings that are NOT necessarily normalised and returns 
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +65,7 @@ TRIPLET_TERMS: Dict[str, tuple[str, str, str]] = {
 def medtrim_triplet_terms(
     image_a: Tensor, image_p: Tensor, image_n: Tensor,
     text_a: Tensor, text_p: Tensor, text_n: Tensor,
-    margin: float = 0.3,
+    margin: float = 0.3, terms: Iterable[str] = tuple(TRIPLET_TERMS),
 ) -> Dict[str, Tensor]:
     """MedTrim's four multimodal triplet terms (MedTrim Sec. 3.3; the seed's `TripletLoss`).
 
@@ -77,5 +77,5 @@ def medtrim_triplet_terms(
     members = {"image": (image_a, image_p, image_n), "text": (text_a, text_p, text_n)}
     return {
         term: triplet_cosine(members[a][0], members[p][1], members[n][2], margin)
-        for term, (a, p, n) in TRIPLET_TERMS.items()
+        for term, (a, p, n) in TRIPLET_TERMS.items() if term in set(terms)
     }

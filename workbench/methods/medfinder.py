@@ -26,7 +26,8 @@ embeddings stay close, and the consistency term ties the views together.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +35,22 @@ from torch import Tensor, nn
 from workbench.config import ExperimentConfig
 from workbench.methods.base import Method, MethodConfigError
 from workbench.methods.losses import symmetric_info_nce
+from workbench.methods.params import MethodParams
 from workbench.methods.parts.augment3d import RandomView3D
 from workbench.methods.parts.fusion import ViewCrossAttention
 from workbench.methods.registry import METHODS
+
+
+@dataclass(frozen=True)
+class MedFinderParams(MethodParams):
+    """MedFinder's knobs: contrastive temperature, the random 3D view, the view fusion."""
+
+    temperature: float = 0.07
+    rotate_range: float = 0.2  # radians, each axis
+    zoom_range: Tuple[float, ...] = (0.9, 1.1)
+    noise_std: float = 0.1
+    fusion_heads: int = 4
+    fusion_gate_init: float = 0.1
 
 
 @METHODS.register("medfinder")
@@ -44,13 +58,14 @@ class MedFinder(Method):
     """Two-view 3D CT alignment; see the module docstring for the objective."""
 
     name = "medfinder"
+    Params = MedFinderParams
     loss_terms = ("view_consistency", "contrastive")
     default_loss_weights = {"view_consistency": 1.0, "contrastive": 1.0}
     required_fields = ("image", "image2", "text")
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, heads: Optional[Mapping[str, nn.Module]] = None) -> None:
         super().__init__(cfg, model, heads)
-        self.temperature = float(self.param("temperature", 0.07))
+        self.temperature = self.p.temperature
         if self.temperature <= 0:
             raise MethodConfigError(f"method.params.temperature must be > 0, got {self.temperature}.")
 
@@ -64,9 +79,9 @@ class MedFinder(Method):
                 "--config medfinder (or set data.modality=ct and a 3D models.img_model such as resnet10_3d)."
             )
         model = build_dual_encoder(cfg.models)
-        params = {str(k).lower(): v for k, v in dict(cfg.method.params).items()}
-        fusion = ViewCrossAttention(int(model.image_encoder.token_dim), num_heads=int(params.get("fusion_heads", 4)),
-                                    gate_init=float(params.get("fusion_gate_init", 0.1)))
+        p = cls.parse_params(cfg)
+        fusion = ViewCrossAttention(int(model.image_encoder.token_dim), num_heads=p.fusion_heads,
+                                    gate_init=p.fusion_gate_init)
         return cls(cfg, model, {"fusion": fusion})
 
     # ------------------------------------------------------------------ data
@@ -75,9 +90,8 @@ class MedFinder(Method):
         evaluation: None (the dataset's deterministic uint8 -> [0, 1] scaling)."""
         if split != "train":
             return None
-        return RandomView3D(rotate_range=float(self.param("rotate_range", 0.2)),
-                            zoom_range=tuple(self.param("zoom_range", (0.9, 1.1))),
-                            noise_std=float(self.param("noise_std", 0.1)), scale=1.0 / 255.0)
+        return RandomView3D(rotate_range=self.p.rotate_range, zoom_range=self.p.zoom_range,
+                            noise_std=self.p.noise_std, scale=1.0 / 255.0)
 
     def text_mode(self, split: str) -> str:
         """A random window of <= 100 words for training, the full report otherwise."""

@@ -19,8 +19,9 @@ here are pooled encoder features through the projection heads, as for every meth
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from workbench.methods.base import Method, MethodConfigError
+from workbench.methods.params import MethodParams
 from workbench.mining.table import read_triplets
-from workbench.methods.losses import TRIPLET_TERMS, symmetric_info_nce, triplet_cosine
+from workbench.methods.losses import TRIPLET_TERMS, medtrim_triplet_terms, symmetric_info_nce
 from workbench.methods.registry import METHODS
 
 TRIPLET_FILE = "triplets.csv.xz"
@@ -68,9 +70,17 @@ class TripletDataset(Dataset):
         return {"anchor": self.studies[a], "positive": self.studies[p], "negative": self.studies[n]}
 
 
+@dataclass(frozen=True)
+class MedTrimParams(MethodParams):
+    """MedTrim's knobs; `margin` unset falls back to the seed's `models.margin`."""
+
+    margin: Optional[float] = None  # triplet margin on cosine similarity
+
+
 @METHODS.register("medtrim")
 class MedTrimMethod(Method):
     name = "medtrim"
+    Params = MedTrimParams
     loss_terms = ("ii", "it", "tt", "ti", "pair")
     default_loss_weights = {"ii": 0.5, "it": 0.5, "tt": 0.5, "ti": 0.5, "pair": 0.0}
     required_fields = ("image", "text", "triplet")
@@ -84,7 +94,7 @@ class MedTrimMethod(Method):
         return TripletDataset(read_triplets(path), studies, str(path))
 
     def epoch_size(self, dataset: Dataset) -> int:
-        if self.param("steps_per_epoch", None):
+        if self.p.steps_per_epoch:
             return super().epoch_size(dataset)
         studies = getattr(dataset, "studies", None)
         n = len(studies) if studies is not None else len(dataset)  # type: ignore[arg-type]
@@ -106,12 +116,11 @@ class MedTrimMethod(Method):
         on = {t for t in self.loss_terms if self.term_on(t)}
         e = self._embed_members(batch, images=bool(on & {"ii", "it", "ti", "pair"}),
                                 texts=bool(on & {"it", "tt", "ti", "pair"}))
-        margin = float(self.param("margin", self.cfg.models.margin))
-        out: Dict[str, Tensor] = {}
-        for term in sorted(on & set(TRIPLET_TERMS)):
-            anchor, positive, negative = (e[f"{modality}_{member}"] for modality, member in
-                                          zip(TRIPLET_TERMS[term], MEMBERS))
-            out[term] = triplet_cosine(anchor, positive, negative, margin)
+        margin = self.p.margin if self.p.margin is not None else float(self.cfg.models.margin)
+        member = {m: (e.get(f"image_{m}"), e.get(f"text_{m}")) for m in MEMBERS}
+        out: Dict[str, Tensor] = medtrim_triplet_terms(
+            *(member[m][0] for m in MEMBERS), *(member[m][1] for m in MEMBERS), margin=margin,
+            terms=on & set(TRIPLET_TERMS))
         if "pair" in on:
             out["pair"] = symmetric_info_nce(self.gather(e["image_anchor"]), self.gather(e["text_anchor"]),
                                              self.model.logit_scale)

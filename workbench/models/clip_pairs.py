@@ -341,11 +341,6 @@ def load_clip_pair(path: str | Path, freeze_image: bool = False, freeze_text: bo
     return pair
 
 
-def is_clip_pair(cfg: ModelsConfig) -> bool:
-    """Whether a models config describes a CLIP pair (so `build_clip_pair` rebuilds it)."""
-    return cfg.img_model == CLIP_PAIR
-
-
 def build_clip_pair(cfg: ModelsConfig) -> ClipDualEncoder:
     """Rebuild a CLIP pair from the models config that `load_clip_pair` recorded."""
     if not cfg.img_weights:

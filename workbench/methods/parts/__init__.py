@@ -6,7 +6,7 @@ alignment, cluster-guided negatives and cross-modal masked reconstruction (CM-CG
 features, region-sentence contrast, tag queries and soft-label alignment (ASG).
 """
 
-from workbench.methods.parts.augment3d import random_view_3d, two_view_augment_3d
+from workbench.methods.parts.augment3d import RandomView3D
 from workbench.methods.parts.clustering import ClusterNegatives, bounded_margin_loss
 from workbench.methods.parts.fusion import ViewCrossAttention
 from workbench.methods.parts.local_alignment import (LocalCrossAttention, local_image_loss, local_text_loss,
@@ -17,7 +17,7 @@ from workbench.methods.parts.regions import region_features, region_sentence_los
 from workbench.methods.parts.tags import TagQueryDecoder, soft_label_alignment_loss, tag_bce_loss
 
 __all__ = [
-    "random_view_3d", "two_view_augment_3d", "ClusterNegatives", "bounded_margin_loss", "ViewCrossAttention",
+    "RandomView3D", "ClusterNegatives", "bounded_margin_loss", "ViewCrossAttention",
     "LocalCrossAttention", "local_image_loss", "local_text_loss", "token_contrast", "ReconstructionHead",
     "masked_patch_loss", "mask_input_patches", "patchify", "random_patch_mask", "region_features",
     "region_sentence_loss", "TagQueryDecoder", "soft_label_alignment_loss", "tag_bce_loss",

@@ -42,15 +42,3 @@ class RandomView3D:
         self.pipeline.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
         return self.pipeline(volume.float() * self.scale)
 
-
-def random_view_3d(rotate_range: float = 0.2, zoom_range: Tuple[float, float] = (0.9, 1.1),
-                   noise_std: float = 0.1, scale: float = 1.0) -> RandomView3D:
-    """One-view augmentation with MedFinder's ranges (see `RandomView3D`)."""
-    return RandomView3D(rotate_range, zoom_range, noise_std, scale)
-
-
-def two_view_augment_3d(rotate_range: float = 0.2, zoom_range: Tuple[float, float] = (0.9, 1.1),
-                        noise_std: float = 0.1):
-    """Callable volume -> (view1, view2): two independent draws of `RandomView3D`."""
-    one_view = RandomView3D(rotate_range, zoom_range, noise_std)
-    return lambda volume: (one_view(volume), one_view(volume))
