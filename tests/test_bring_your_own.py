@@ -174,7 +174,7 @@ def test_a_local_hf_vision_folder_is_an_image_encoder_with_its_processor_statist
     assert model.preprocessing.mean == (0.5, 0.5, 0.5) and model.preprocessing.input_size == (32, 32)
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        out = model.image_encoder(model.input_adapter(images))
+        out = model.image_encoder(images)
         expected = reference(pixel_values=renormalised(images, (0.5,) * 3, (0.5,) * 3)).last_hidden_state
     assert torch.allclose(out.pooled, expected[:, 0], atol=1e-5) and out.grid == (2, 2)
 
@@ -192,3 +192,15 @@ def test_the_seeds_hub_names_fail_in_one_sentence_when_not_cached(monkeypatch, t
                                "models.text_model=emilyalsentzer/Bio_ClinicalBERT"])
     with pytest.raises(MissingWeightsError, match="emilyalsentzer/Bio_ClinicalBERT"):
         build_dual_encoder(cfg.models)
+
+
+def test_every_caller_of_the_image_encoder_gets_the_models_input(open_clip_folder):
+    import copy
+
+    pair = build_dual_encoder(load_config("tiny", [f"models.clip_model={open_clip_folder}"]).models).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        through_pair = pair.encode_image(images, normalize=False)
+        direct = pair.image_encoder(images).pooled  # as evaluation features and heat maps call it
+        copied = copy.deepcopy(pair).image_encoder(images).pooled
+    assert torch.allclose(direct, through_pair, atol=1e-6) and torch.allclose(copied, through_pair, atol=1e-6)

@@ -69,9 +69,9 @@ def test_tiny_sweep_end_to_end_writes_one_leaderboard(tmp_path, monkeypatch):
         "base": {"data.n_studies": 40, "data.n_ct_studies": 12, "data.image_size": 64, "data.volume_size": [32, 32, 32],
                  "models.tiny": True, "models.img_pretrained": False, "models.text_pretrained": False,
                  "models.embed_dim": 16, "training.batch_size": 4, "training.max_steps": 2, "training.warmup_steps": 1,
-                 "training.eval_every": 0, "training.device": "cpu", "method.params.num_tags": 11},
+                 "training.eval_every": 0, "training.device": "cpu"},
         "ct": {"data.modality": "ct", "models.img_model": "resnet10_3d", "training.batch_size": 2},
-        "per_method": {"locked": {"method.params.epochs": 2}},
+        "per_method": {"locked": {"method.params.epochs": 2}, "asg": {"method.params.num_tags": 11}},
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -56,7 +56,14 @@ class DualEncoder(nn.Module):
         """Feed the image encoder the statistics and size it was trained with (see
         `workbench.models.preprocess`); recorded in encoders.json by `save_encoders`."""
         self.preprocessing = preprocessing
+        hook = getattr(self, "_input_hook", None)
+        if hook is not None:
+            hook.remove()
         self.input_adapter = None if preprocessing.is_identity else InputAdapter(preprocessing)
+        # a pre-hook on the image encoder, so every caller (evaluation features, heat maps,
+        # dense heads) feeds it the same input as forward_image does
+        self._input_hook = (None if self.input_adapter is None
+                            else self.image_encoder.register_forward_pre_hook(self.input_adapter.pre_hook))
 
     # -- freezing
     def freeze(self, image: bool = False, text: bool = False, image_layers: int = 0, text_layers: int = 0,
@@ -104,8 +111,6 @@ class DualEncoder(nn.Module):
 
     # -- forward
     def forward_image(self, images: torch.Tensor, normalize: bool = True) -> Tuple[torch.Tensor, EncoderOutput]:
-        if self.input_adapter is not None:
-            images = self.input_adapter(images)
         out = self.image_encoder(images)
         emb = self.image_proj(out.pooled)
         return (F.normalize(emb, dim=-1) if normalize else emb), out

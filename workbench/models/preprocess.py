@@ -119,6 +119,10 @@ class InputAdapter(nn.Module):
         self.register_buffer("scale", (std_in / std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((mean_in - mean) / std).view(1, 3, 1, 1), persistent=False)
 
+    def pre_hook(self, module: nn.Module, args: tuple) -> tuple:
+        """`register_forward_pre_hook` form: adapt the first positional input."""
+        return (self(args[0]),) + tuple(args[1:]) if args else args
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 4 and images.shape[1] == 3:
             images = images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
