@@ -83,10 +83,12 @@ class ModelsConfig:
     # features a pretrained CNN gives (the "FrozenBN" practice of detection fine-tuning)
     freeze_batchnorm: bool = True
     tiny: bool = False  # tiny randomly initialised encoders (tests, CI)
-    # 2.5D CT encoders (`efficientnet_lite0_25d_3d`): encode a 3-slice stack every `slice_stride`
-    # axial slices, each resized to `slice_size` px (0: as cached)
+    # 2.5D CT encoders (`efficientnet_lite0_25d_3d`): encode an axial slice every `slice_stride`,
+    # resized to `slice_size` px (0: as cached), its RGB channels being its neighbours
+    # (`neighbours`: z-1, z, z+1) or itself under three HU windows (`windows`: lung, full, mediastinum)
     slice_stride: int = 2
     slice_size: int = 0
+    slice_channels: str = "windows"
     # memory/speed switches of the image encoder, off by default (on CPU they only cost time):
     # recompute activations in the backward pass; torch.compile the encoder (needs a compiler)
     grad_checkpointing: bool = False

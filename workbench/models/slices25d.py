@@ -15,7 +15,7 @@ maps (`workbench.viz.heatmaps.resize_map`) read them as any 3D feature map.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,12 @@ from workbench.models.registry import EncoderOutput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# `channels="windows"`: the centre slice under three HU windows as RGB, the multi-window input
+# of 2D CT classifiers. The cache maps data.ct_window (default [-1000, 1000] HU) onto [0, 1],
+# where aerated lung (-860) and emphysema (-950) differ by 0.05: under the full window an
+# ImageNet CNN barely sees it, under a low-attenuation window it spans a third of the range.
+HU_WINDOWS = ((-1000.0, -600.0), (-1000.0, 1000.0), (-160.0, 240.0))  # low-attenuation lung, full, mediastinum
+CHANNEL_MODES = ("neighbours", "windows")
 
 
 class DepthAttentionPool(nn.Module):
@@ -59,10 +65,20 @@ class SliceEncoder25D(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, slice_stride: int = 2, slice_size: Optional[int] = None,
-                 chunk: int = 256) -> None:
+                 chunk: int = 256, channels: str = "neighbours",
+                 input_window: Tuple[float, float] = (-1000.0, 1000.0)) -> None:
         super().__init__()
         if slice_stride < 1:
             raise ValueError(f"slice_stride must be >= 1, got {slice_stride}.")
+        if channels not in CHANNEL_MODES:
+            raise ValueError(f"Unknown slice channel mode {channels!r}; use one of {CHANNEL_MODES}.")
+        self.channels = channels
+        lo, hi = float(input_window[0]), float(input_window[1])
+        # per-channel affine map from cached [0, 1] intensities to each window's [0, 1]
+        scale = [(hi - lo) / (w1 - w0) for w0, w1 in HU_WINDOWS]
+        shift = [(lo - w0) / (w1 - w0) for w0, w1 in HU_WINDOWS]
+        self.register_buffer("window_scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("window_shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
         self.backbone = backbone
         self.slice_stride = int(slice_stride)
         self.slice_size = slice_size
@@ -83,13 +99,16 @@ class SliceEncoder25D(nn.Module):
         self.grad_checkpointing = bool(enable)
 
     def slice_stacks(self, volumes: torch.Tensor) -> torch.Tensor:
-        """[B, 1, X, Y, Z] -> [B, S, 3, X, Y]: slices z-1, z, z+1 (edges repeated) as RGB, at
-        centres z = stride // 2, stride // 2 + stride, ..."""
+        """[B, 1, X, Y, Z] -> [B, S, 3, X, Y] at centres z = stride // 2, stride // 2 + stride, ...:
+        slices z-1, z, z+1 (edges repeated) as RGB, or with `channels="windows"` slice z under
+        the three `HU_WINDOWS`."""
         if volumes.ndim != 5 or volumes.shape[1] != 1:
             raise ValueError(f"SliceEncoder25D expects volumes [B, 1, X, Y, Z], got shape {tuple(volumes.shape)}.")
         z = volumes.shape[-1]
         centres = torch.arange(self.slice_stride // 2, z, self.slice_stride, device=volumes.device)
-        index = (centres[:, None] + torch.arange(-1, 2, device=volumes.device)[None]).clamp(0, z - 1)
+        offsets = torch.arange(-1, 2, device=volumes.device) if self.channels == "neighbours" else \
+            torch.zeros(3, dtype=torch.long, device=volumes.device)
+        index = (centres[:, None] + offsets[None]).clamp(0, z - 1)
         stacks = volumes[:, 0][..., index.flatten()]  # [B, X, Y, S*3]
         b, x, y = stacks.shape[:3]
         return stacks.view(b, x, y, len(centres), 3).permute(0, 3, 4, 1, 2)
@@ -104,6 +123,8 @@ class SliceEncoder25D(nn.Module):
         if self.slice_size and tuple(images.shape[-2:]) != (self.slice_size, self.slice_size):
             images = F.interpolate(images, size=(self.slice_size, self.slice_size), mode="bilinear",
                                    align_corners=False)
+        if self.channels == "windows":
+            images = (images * self.window_scale.to(images.dtype) + self.window_shift.to(images.dtype)).clamp(0, 1)
         images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         maps: List[torch.Tensor] = []
         for part in images.split(self.chunk):
@@ -132,4 +153,5 @@ def build_slice_encoder(cfg, name: str) -> SliceEncoder25D:
     if cfg.slice_stride < 1:
         raise ValueError(f"models.slice_stride must be >= 1 (got {cfg.slice_stride}); 1 encodes every slice.")
     backbone = timm_encoder("tf_efficientnet_lite0", pretrained=cfg.img_pretrained, weights=cfg.img_weights)
-    return SliceEncoder25D(backbone, slice_stride=cfg.slice_stride, slice_size=cfg.slice_size or None)
+    return SliceEncoder25D(backbone, slice_stride=cfg.slice_stride, slice_size=cfg.slice_size or None,
+                           channels=cfg.slice_channels)
