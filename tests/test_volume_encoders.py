@@ -31,11 +31,34 @@ def test_25d_encoder_tokens_follow_the_volume_axes_with_one_depth_cell_per_stack
 
 
 def test_25d_encoder_stacks_neighbouring_slices_as_channels():
-    encoder = _encoder(slice_stride=2)
+    encoder = _encoder(slice_stride=2, slice_channels="neighbours")
     volume = torch.arange(6.0).view(1, 1, 1, 1, 6).expand(1, 1, 2, 2, 6)
     stacks = encoder.slice_stacks(volume)
     assert stacks.shape == (1, 3, 3, 2, 2)
     assert stacks[0, :, :, 0, 0].tolist() == [[0, 1, 2], [2, 3, 4], [4, 5, 5]]
+
+
+def test_25d_windows_mode_stretches_lung_and_emphysema_apart():
+    """Emphysema (-950 HU) and aerated lung (-860 HU) lie 0.045 apart in the cache's full window;
+    the low-attenuation channel puts them 0.225 apart, the full one as cached, the mediastinal
+    one clips both to black."""
+    encoder = _encoder(slice_channels="windows")
+    lung, emphysema = (-860 + 1000) / 2000, (-950 + 1000) / 2000
+    images = torch.tensor([lung, emphysema]).view(2, 1, 1, 1).expand(2, 3, 2, 2)
+    net_input = encoder.normalise(images)
+    gap = (net_input[0, :, 0, 0] - net_input[1, :, 0, 0]) * torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(gap, torch.tensor([0.225, 0.045, 0.0]), atol=1e-4)
+
+
+def test_25d_windows_mode_gives_each_channel_the_centre_slice():
+    encoder = _encoder(slice_stride=2, slice_channels="windows")
+    volume = torch.arange(6.0).view(1, 1, 1, 1, 6).expand(1, 1, 2, 2, 6)
+    assert encoder.slice_stacks(volume)[0, :, :, 0, 0].tolist() == [[1, 1, 1], [3, 3, 3], [5, 5, 5]]
+
+
+def test_unknown_slice_channel_mode_lists_the_known_ones():
+    with pytest.raises(ValueError, match="neighbours"):
+        _encoder(slice_channels="rgb")
 
 
 def test_25d_token_cell_sees_only_its_own_slices():

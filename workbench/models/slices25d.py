@@ -113,6 +113,13 @@ class SliceEncoder25D(nn.Module):
         b, x, y = stacks.shape[:3]
         return stacks.view(b, x, y, len(centres), 3).permute(0, 3, 4, 1, 2)
 
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] cached intensities -> the pretrained network's input: each channel under
+        its HU window (`channels="windows"`), then ImageNet's mean and std."""
+        if self.channels == "windows":
+            images = (images * self.window_scale.to(images.dtype) + self.window_shift.to(images.dtype)).clamp(0, 1)
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.model.forward_features(images)
 
@@ -123,9 +130,7 @@ class SliceEncoder25D(nn.Module):
         if self.slice_size and tuple(images.shape[-2:]) != (self.slice_size, self.slice_size):
             images = F.interpolate(images, size=(self.slice_size, self.slice_size), mode="bilinear",
                                    align_corners=False)
-        if self.channels == "windows":
-            images = (images * self.window_scale.to(images.dtype) + self.window_shift.to(images.dtype)).clamp(0, 1)
-        images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        images = self.normalise(images)
         maps: List[torch.Tensor] = []
         for part in images.split(self.chunk):
             if self.grad_checkpointing and torch.is_grad_enabled():
