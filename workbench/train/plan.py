@@ -86,6 +86,15 @@ def _timed_steps(method, batch, lr: float, steps: int) -> float:
     return seconds
 
 
+def _image_shape(batch) -> Tuple[int, ...]:
+    """One input's shape: the first image-like tensor of the batch (methods name theirs
+    differently, e.g. MedTrim's anchor/positive/negative)."""
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.ndim >= 4:
+            return tuple(int(s) for s in value.shape[1:])
+    return ()
+
+
 def plan_training(cfg: ExperimentConfig, run_dir: str | Path, measure_steps: int = 1) -> TrainingPlan:
     """Build the method as `train` would (on a copy of `cfg`), time `measure_steps` optimiser
     steps on one real training batch, and return the plan. The weights it touched are thrown
@@ -113,7 +122,7 @@ def plan_training(cfg: ExperimentConfig, run_dir: str | Path, measure_steps: int
     method.train()
     seconds = _timed_steps(method, batch, cfg.training.learning_rate, max(1, measure_steps))
     total, per_epoch = _steps(cfg, method, dataset)
-    return TrainingPlan(**common, input_shape=tuple(int(s) for s in batch["image"].shape[1:]), device=str(device),
+    return TrainingPlan(**common, input_shape=_image_shape(batch), device=str(device),
                         total_steps=total, steps_per_epoch=per_epoch, seconds_per_step=seconds)
 
 
