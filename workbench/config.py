@@ -85,6 +85,16 @@ class ModelsConfig:
     # features a pretrained CNN gives (the "FrozenBN" practice of detection fine-tuning)
     freeze_batchnorm: bool = True
     tiny: bool = False  # tiny randomly initialised encoders (tests, CI)
+    # 2.5D CT encoders (`efficientnet_lite0_25d_3d`): encode an axial slice every `slice_stride`,
+    # resized to `slice_size` px (0: as cached), its RGB channels being its neighbours
+    # (`neighbours`: z-1, z, z+1) or itself under three HU windows (`windows`: lung, full, mediastinum)
+    slice_stride: int = 2
+    slice_size: int = 0
+    slice_channels: str = "windows"
+    # memory/speed switches of the image encoder, off by default (on CPU they only cost time):
+    # recompute activations in the backward pass; torch.compile the encoder (needs a compiler)
+    grad_checkpointing: bool = False
+    compile: bool = False
     # start from a saved encoder pair of the same architecture: a `train/<method>-<seed>` folder
     # (relative paths resolve against the run folder), or `locked` / `frozen` for this seed's
     # baseline in the run folder (trained first when absent), e.g. fine-tune after `locked`

@@ -6,6 +6,11 @@ forward/backward/AdamW loop on a pre-built batch -> overhead_pct (goal <= 10 %);
 loader's samples/s alone against training samples/s -> loader_ratio (> 1: loading is not the
 bottleneck). Defaults: the `tiny` config on synthetic 64 px pairs, CPU; `--config demo
 --run-dir DIR` measures the real encoders on a prepared run folder.
+
+`--case 3d` (or `all`) times MedFinder's optimiser step (two views, fusion, InfoNCE) on
+synthetic CT volumes for the demo CT encoder (`medfinder_demo`: the 2.5D EfficientNet-Lite0)
+and the research one (`medfinder`: 3D ResNet-50), both at `--volume-size` with the same batch,
+so the two price the same work: s_per_step_3d_demo, s_per_step_3d_research.
 """
 
 from __future__ import annotations
@@ -51,11 +56,43 @@ def _bare_step_times(method, batch, steps: int, lr: float) -> List[float]:
     return times
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+# The CT encoders priced by the 3D case: name -> bundled config.
+CT_CONFIGS = {"demo": "medfinder_demo", "research": "medfinder"}
+
+
+def volume_step_seconds(config: str, volume_size: Sequence[int], batch_size: int, steps: int, device: str,
+                        overrides: Sequence[str] = ()) -> float:
+    """Median seconds of a MedFinder optimiser step on random volumes (first step: warm-up)."""
     from workbench.config import load_config
     from workbench.methods import create_method
-    from workbench.train.trainer import Trainer
+    from workbench.methods.base import move_to
 
+    size = "[" + ",".join(str(int(v)) for v in volume_size) + "]"
+    cfg = load_config(config, [f"data.volume_size={size}", f"training.batch_size={batch_size}",
+                               f"training.device={device}", *overrides])
+    torch.manual_seed(0)
+    method = create_method("medfinder", cfg)
+    method.to(torch.device(device))
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.rand(1, *volume_size, generator=g), "image2": torch.rand(1, *volume_size, generator=g),
+              "text": f"{FINDINGS[i % 4]}. study {i}.", "study_id": f"s{i}"} for i in range(batch_size)]
+    batch = move_to(method.collate(items), torch.device(device))
+    method.train()
+    return statistics.median(_bare_step_times(method, batch, steps + 1, cfg.training.learning_rate)[1:])
+
+
+def volume_case(volume_size: Sequence[int], batch_size: int, steps: int, device: str) -> Dict[str, float]:
+    """s/step of each `CT_CONFIGS` encoder; printed one line each."""
+    figures: Dict[str, float] = {}
+    for label, config in CT_CONFIGS.items():
+        seconds = volume_step_seconds(config, volume_size, batch_size, steps, device)
+        figures[f"s_per_step_3d_{label}"] = seconds
+        print(f"3d {label:9s} ({config}) {seconds:8.2f} s/step  batch {batch_size} x 2 views at "
+              f"{'x'.join(map(str, volume_size))}", flush=True)
+    return figures
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m workbench.bench train", description=__doc__)
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--method", default="clip")
@@ -65,7 +102,26 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--case", choices=("2d", "3d", "all"), default="2d",
+                        help="2d: trainer overhead and loader (default); 3d: CT encoders' s/step; all: both")
+    parser.add_argument("--volume-size", type=int, nargs=3, default=(64, 64, 64))
+    parser.add_argument("--volume-batch", type=int, default=4)
+    parser.add_argument("--volume-steps", type=int, default=2)
     args = parser.parse_args(list(argv or []))
+    figures: Dict[str, float] = {}
+    if args.case in ("3d", "all"):
+        figures.update(volume_case(args.volume_size, args.volume_batch, args.volume_steps, args.device))
+    if args.case == "3d":
+        return figures
+    figures.update(trainer_case(args))
+    return figures
+
+
+def trainer_case(args: argparse.Namespace) -> Dict[str, float]:
+    """Trainer overhead against a bare loop, and the loader's speed against training's."""
+    from workbench.config import load_config
+    from workbench.methods import create_method
+    from workbench.train.trainer import Trainer
 
     overrides = [f"method.name={args.method}", f"training.batch_size={args.batch_size}",
                  f"training.device={args.device}", f"training.num_workers={args.num_workers}",

@@ -47,7 +47,7 @@ HF_IMAGE_FALLBACK = "hf_image"
 
 def _ensure_registered() -> None:
     # Importing the modules fills the registries (decorators run at import).
-    from workbench.models import image2d, text, volume3d  # noqa: F401
+    from workbench.models import image2d, text, volume3d  # noqa: F401  (volume3d registers the 2.5D one)
 
 
 def resolved_image_model(cfg: ModelsConfig) -> str:
@@ -79,7 +79,17 @@ def build_image_encoder(cfg: ModelsConfig) -> nn.Module:
         if not timm.is_model(name):
             IMAGE_ENCODERS.get(name)  # raises with the known names
         factory = IMAGE_ENCODERS.get(TIMM_FALLBACK)
-    return factory(cfg, name)
+    encoder = factory(cfg, name)
+    if cfg.grad_checkpointing:
+        switch = getattr(encoder, "set_grad_checkpointing", None) or getattr(
+            getattr(encoder, "model", None), "set_grad_checkpointing", None)
+        if switch is None:
+            raise ValueError(f"Image encoder {name!r} has no gradient checkpointing; set "
+                             "models.grad_checkpointing=false or use a 3D ResNet/ViT or 2.5D encoder.")
+        switch(True)
+    if cfg.compile:
+        encoder.compile()  # in place: parameter names (and saved checkpoints) stay as they are
+    return encoder
 
 
 def build_text_encoder(cfg: ModelsConfig) -> nn.Module:

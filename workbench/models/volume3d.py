@@ -12,11 +12,23 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from workbench.config import ModelsConfig
 from workbench.models.image2d import TinyCNN
 from workbench.models.registry import IMAGE_ENCODERS, EncoderOutput
 from workbench.models.weights import load_weights_into, read_state_dict, resolve_image_weights
+
+# MedicalNet's layout per depth (Chen et al. 2019; MONAI `get_medicalnet_pretrained_resnet_args`):
+# depths 18/34 use zero-padding shortcuts (type A) and 10/50 projection shortcuts (type B)
+# without a bias, so MedicalNet checkpoints load into these encoders as they are.
+MEDICALNET_LAYOUT = {10: ("B", False), 18: ("A", True), 34: ("A", True), 50: ("B", False)}
+
+
+def _maybe_checkpoint(module: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
 
 
 class MonaiResNet3DEncoder(nn.Module):
@@ -26,7 +38,9 @@ class MonaiResNet3DEncoder(nn.Module):
         super().__init__()
         from monai.networks.nets import resnet
 
-        common = dict(spatial_dims=3, n_input_channels=1, feed_forward=False, shortcut_type="B")
+        shortcut, bias_downsample = MEDICALNET_LAYOUT[depth]
+        common = dict(spatial_dims=3, n_input_channels=1, feed_forward=False, shortcut_type=shortcut,
+                      bias_downsample=bias_downsample)
         if widths:  # same block layout as MONAI's resnet10/18/34/50, other widths
             block, layers = {10: ("basic", [1, 1, 1, 1]), 18: ("basic", [2, 2, 2, 2]),
                              34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3])}[depth]
@@ -34,17 +48,24 @@ class MonaiResNet3DEncoder(nn.Module):
         else:
             factory = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}[depth]
             self.model = factory(**common)
+        self.grad_checkpointing = False
         with torch.no_grad():
             probe = self._feature_map(torch.zeros(1, 1, 32, 32, 32))
         self.out_dim = int(probe.shape[1])
         self.token_dim = self.out_dim
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in the backward pass (memory for compute)."""
+        self.grad_checkpointing = bool(enable)
 
     def _feature_map(self, volumes: torch.Tensor) -> torch.Tensor:
         m = self.model
         x = m.act(m.bn1(m.conv1(volumes)))
         if not m.no_max_pool:
             x = m.maxpool(x)
-        return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
+            x = _maybe_checkpoint(layer, x, self.grad_checkpointing)
+        return x
 
     def forward(self, volumes: torch.Tensor) -> EncoderOutput:
         fmap = self._feature_map(volumes)
@@ -73,6 +94,11 @@ class MonaiViT3DEncoder(nn.Module):
         self.patch_size = patch_size
         self.out_dim = hidden_size
         self.token_dim = hidden_size
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each transformer block's activations in the backward pass."""
+        self.grad_checkpointing = bool(enable)
 
     def forward(self, volumes: torch.Tensor) -> EncoderOutput:
         embed = self.model.patch_embedding
@@ -85,7 +111,7 @@ class MonaiViT3DEncoder(nn.Module):
             pos = F.interpolate(pos, size=grid, mode="trilinear", align_corners=False).flatten(2).transpose(1, 2)
         x = embed.dropout(x + pos)
         for block in self.model.blocks:
-            x = block(x)
+            x = _maybe_checkpoint(block, x, self.grad_checkpointing)
         tokens = self.model.norm(x)
         return EncoderOutput(pooled=tokens.mean(1), tokens=tokens, mask=None, grid=grid)
 
@@ -128,6 +154,17 @@ def build_vit_3d(cfg: ModelsConfig, name: str) -> nn.Module:
     if cfg.img_pretrained:
         resolve_image_weights(name, cfg.img_weights)
     return _with_weights(MonaiViT3DEncoder(), cfg, name)
+
+
+@IMAGE_ENCODERS.register("efficientnet_lite0_25d_3d")
+def build_efficientnet_lite0_25d_3d(cfg: ModelsConfig, name: str) -> nn.Module:
+    """The demo's CT encoder: ImageNet EfficientNet-Lite0 on 3-slice stacks, attention-pooled over
+    depth (`workbench.models.slices25d`). Chosen over a random-init 3D CNN because the only
+    offline image weights are 2D, and over I3D inflation because the 2D network then runs as
+    pretrained (inflated kernels change what each layer sees) at a fraction of 3D's cost."""
+    from workbench.models.slices25d import build_slice_encoder
+
+    return build_slice_encoder(cfg, name)
 
 
 @IMAGE_ENCODERS.register("tiny_cnn_3d")

@@ -156,11 +156,36 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     return dict(state)
 
 
+# Prefixes a checkpoint may carry that are not part of the backbone: DataParallel's `module.`
+# (MedicalNet's released .pth files) and heads an encoder drops (MedicalNet's `conv_seg`, `fc`).
+WRAPPER_PREFIXES = ("module.",)
+HEAD_PREFIXES = ("conv_seg.", "fc.")
+
+
+def clean_state_dict(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """`state` without wrapper prefixes and without head entries the model does not have."""
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix) and key not in own:
+                key = key[len(prefix):]
+        if key not in own and key.startswith(HEAD_PREFIXES):
+            continue
+        out[key] = value
+    return out
+
+
 def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load; when the names differ but every shape matches in order (the
-    efficientnet-lite0 package's layout vs timm's), map the entries by position."""
+    """Strict load after `clean_state_dict`; when the names differ but every shape matches in
+    order (the efficientnet-lite0 package's layout vs timm's), map the entries by position."""
     own = model.state_dict()
+    state = clean_state_dict(state, own)
     if set(state) == set(own):
+        bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)][:3]
+        if bad:
+            raise ValueError(f"Weights in {source} do not fit {type(model).__name__}: shapes differ for {bad} "
+                             f"(e.g. {tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}); pass weights of "
+                             "the same architecture and widths or set pretrained=false.")
         model.load_state_dict(state, strict=True)
         return
     src_items = list(state.items())
@@ -171,7 +196,9 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
         model.load_state_dict({k: v for (k, _), (_, v) in zip(own_items, src_items)}, strict=True)
         return
     missing = sorted(set(own) - set(state))[:3]
+    unexpected = sorted(set(state) - set(own))[:3]
     raise ValueError(
-        f"Weights in {source} do not fit {type(model).__name__} (e.g. missing {missing}); pass weights "
-        f"saved from the same architecture or set pretrained=false."
+        f"Weights in {source} do not fit {type(model).__name__} (missing e.g. {missing}, unexpected e.g. "
+        f"{unexpected}); pass weights saved from the same architecture (3D ResNets follow MedicalNet's "
+        "layout: shortcut B without bias at depth 10/50, A at 18/34) or set pretrained=false."
     )
