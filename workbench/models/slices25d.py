@@ -87,8 +87,11 @@ class SliceEncoder25D(nn.Module):
         self.out_dim = int(backbone.out_dim)
         self.token_dim = int(backbone.out_dim)
         self.depth_pool = DepthAttentionPool(self.out_dim)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # the backbone's own input statistics (timm's pretrained_cfg; workbench.models.preprocess)
+        prep = getattr(backbone, "preprocessing", None)
+        mean, std = (prep.mean, prep.std) if prep is not None else (IMAGENET_MEAN, IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def model(self) -> nn.Module:
@@ -115,7 +118,7 @@ class SliceEncoder25D(nn.Module):
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] cached intensities -> the pretrained network's input: each channel under
-        its HU window (`channels="windows"`), then ImageNet's mean and std."""
+        its HU window (`channels="windows"`), then the backbone's own mean and std."""
         if self.channels == "windows":
             images = (images * self.window_scale.to(images.dtype) + self.window_shift.to(images.dtype)).clamp(0, 1)
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
