@@ -10,18 +10,24 @@ import torch
 FINDINGS = "Cardiomegaly,Support_Devices,Effusion,Emphysema"  # the phantoms' most frequent boxes
 
 
+def _radiograph_run(run, manifest):
+    """A run folder of the tiny demo's radiographs: manifest and 64-px cache."""
+    from workbench.data.cache import build_image_cache
+    from workbench.data.manifest import write_manifest
+
+    run.mkdir(parents=True, exist_ok=True)
+    manifest = manifest[manifest["modality"] == "cxr"].reset_index(drop=True)
+    write_manifest(manifest, run / "manifest.parquet")
+    build_image_cache(manifest, run / "cache", 64, progress=False, num_workers=1)
+    return run
+
+
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory, tiny_manifest):
     from workbench.config import load_config
-    from workbench.data.cache import build_image_cache
-    from workbench.data.manifest import write_manifest
     from workbench.eval.baselines import ensure_baselines
 
-    run = tmp_path_factory.mktemp("dense") / "run"
-    run.mkdir()
-    manifest = tiny_manifest[tiny_manifest["modality"] == "cxr"].reset_index(drop=True)
-    write_manifest(manifest, run / "manifest.parquet")
-    build_image_cache(manifest, run / "cache", 64, progress=False, num_workers=1)
+    run = _radiograph_run(tmp_path_factory.mktemp("dense") / "run", tiny_manifest)
     ensure_baselines(run, load_config("tiny"), seed=0, methods=["frozen"], progress=False)
     return run
 
@@ -102,3 +108,22 @@ def test_unknown_evaluation_and_one_scale_encoder_fail_clearly():
         parse_list("segmentaton", ALL_EVALUATIONS, "evaluations")
     with pytest.raises(ValueError, match="CNN"):
         FeaturePyramid(torch.nn.Linear(3, 3))
+
+
+@pytest.mark.slow
+def test_notebook04_reports_dice_and_map_with_mask_and_box_panels(tmp_path, tiny_manifest, execute_notebook):
+    import nbformat
+
+    run = _radiograph_run(tmp_path / "run", tiny_manifest)
+    overrides = (f"method.params.epochs=2 eval.bootstrap=10 eval.dense_fractions=[0.25,1.0] eval.dense_steps=3 "
+                 f"eval.dense_batch_size=4 eval.segmentation_findings={FINDINGS} eval.detection_findings={FINDINGS}")
+    out = execute_notebook("04_evaluate", run, config="tiny", evaluations="segmentation,detection",
+                           overrides=overrides)
+    table = pd.read_csv(run / "eval" / "metrics.csv")
+    assert set(table["evaluation"]) == {"segmentation", "detection"}
+    assert set(table["checkpoint"]) == {"frozen-0", "locked-0", "random-init-0"}
+    assert {"Dice@25%", "Dice@100%", "mAP@25%", "mAP@100%"} <= set(table["metric"])
+    executed = nbformat.read(out, as_version=4)
+    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # Dice and mAP bars, the mask panel and the box panel

@@ -34,12 +34,12 @@ class DenseOptions:
 
     fractions: List[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     finetune: bool = False  # False: encoder frozen, only the decoder / detector learns
-    steps: int = 150
-    batch_size: int = 16
+    steps: int = 300
+    batch_size: int = 8
     lr: float = 1e-3
     # demo targets (union per study); SIIM's pneumothorax and RSNA's opacities have phantom kin
     segmentation_findings: str = "Pneumothorax,Effusion,Consolidation,Lung_Opacity,Atelectasis"
-    detection_findings: str = "Consolidation,Lung_Opacity,Nodule,Mass,Effusion"
+    detection_findings: str = "Lung_Opacity,Consolidation,Effusion,Mass"  # RSNA-like opacities (phantom nodules are 2-3 px)
     segmentation_annotations: str = ""  # a SIIM-ACR train-rle.csv instead of the demo masks
     detection_annotations: str = ""  # an RSNA or Object-CXR CSV instead of the demo boxes
     random_init: bool = True  # also score the same architecture with random weights

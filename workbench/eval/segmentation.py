@@ -93,7 +93,7 @@ def train_segmentation(model: SegmentationModel, dataset, indices: np.ndarray, s
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    loss_fn = DiceCELoss(sigmoid=True)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)  # Dice over the batch: empty images do not pull it to 0
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     torch.manual_seed(seed)
