@@ -34,7 +34,7 @@ class DenseOptions:
 
     fractions: List[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     finetune: bool = False  # False: encoder frozen, only the decoder / detector learns
-    steps: int = 300
+    steps: int = 150
     batch_size: int = 8
     lr: float = 1e-3
     # demo targets (union per study); SIIM's pneumothorax and RSNA's opacities have phantom kin
@@ -119,7 +119,7 @@ def dense_rows(task: str, image_encoder: nn.Module, manifest: pd.DataFrame, run_
             raise ValueError(f"No {name}-split radiograph of {run_dir} has {task} annotations "
                              f"({annotations.source}); check the findings / annotation file and the manifest.")
     settings = json.dumps({"task": task, "split": split, "seed": seed, "n_boot": n_boot,
-                           "options": dataclasses.asdict(options), "n": [len(train_set), len(test_set)],
+                           "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "random_init"}, "n": [len(train_set), len(test_set)],
                            "studies": hashlib.sha1(",".join(test_set.frame["study_id"]).encode()).hexdigest()},
                           sort_keys=True)
     key = image_fingerprint(image_encoder, settings)
