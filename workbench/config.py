@@ -136,6 +136,7 @@ class EvalConfig:
     dense_fractions: List[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     dense_finetune: bool = False  # False: the image encoder stays frozen, only the head learns
     dense_steps: int = 150  # CPU-sized; the seeds train for epochs on a GPU
+    dense_detection_steps: int = 60  # detector steps (each ~2x a U-Net step on CPU)
     dense_batch_size: int = 8
     dense_lr: float = 1e-3
     dense_random_init: bool = True  # also score the architecture with random weights
