@@ -162,6 +162,18 @@ class EvalConfig:
     bootstrap: int = 200
     chunk_size: int = 1024
     probe_fractions: List[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    # segmentation / detection fine-tuning (workbench.eval.dense.DenseOptions reads these)
+    dense_fractions: List[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    dense_finetune: bool = False  # False: the image encoder stays frozen, only the head learns
+    dense_steps: int = 150  # CPU-sized; the seeds train for epochs on a GPU
+    dense_detection_steps: int = 60  # detector steps (each ~2x a U-Net step on CPU)
+    dense_batch_size: int = 8
+    dense_lr: float = 1e-3
+    dense_random_init: bool = True  # also score the architecture with random weights
+    segmentation_findings: str = "Pneumothorax,Effusion,Consolidation,Lung_Opacity,Atelectasis"
+    detection_findings: str = "Lung_Opacity,Consolidation,Effusion,Mass"
+    segmentation_annotations: str = ""  # SIIM-ACR train-rle.csv (else the demo's masks)
+    detection_annotations: str = ""  # RSNA stage_2_train_labels.csv or Object-CXR train.csv
 
 
 @dataclass
@@ -193,6 +205,7 @@ NOTEBOOK_PARAMETERS: Dict[str, str] = {
     "seed": "training.random_seed",
     "device": "training.device",
     "split": "eval.split",
+    "dense_finetune": "eval.dense_finetune",
     "run_dir": "run_dir",
 }
 

@@ -288,6 +288,7 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
     run (e.g. {"data.n_studies": 64}) after the spec's `base`.
     """
     from workbench.data import prepare_run_data
+    from workbench.eval.dense import DenseOptions
     from workbench.eval.suite import evaluate_run
     from workbench.runs import RunNotFoundError, find_run_dir, new_run_dir
     from workbench.train import train
@@ -343,9 +344,10 @@ def run_sweep(methods: str | Sequence[str] = "all", seeds: Optional[int] = None,
     targets = [folder] + ([folder / "ct"] if runs_3d else [])
     for target in targets:
         names = sorted({m for (m, f, _) in plan if f == target})
+        dense = DenseOptions.from_config(run_config(spec, names[0], 0, target != folder, extra).eval)
         evaluated = evaluate_run(target, methods=names, evaluations=spec.evaluations, split=spec.split,
                                  device=extra.get("training.device", spec.base.get("training.device", "auto")),
-                                 progress=progress)
+                                 progress=progress, dense=dense)
         tables.append(evaluated)
     metrics = pd.concat(tables, ignore_index=True)
     metrics = metrics[metrics["method"].isin(chosen)]

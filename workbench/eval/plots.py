@@ -80,6 +80,8 @@ FIGURE_METRICS = {
     "classaware": ["i2t_P@1", "i2t_P@5", "i2t_P@10", "i2t_P@10_any", "t2i_P@10", "kw_P@20", "kw_P@50"],
     "zeroshot": ["AUC", "F1", "Acc"],
     "probe": ["probe_AUC@1%", "probe_AUC@10%", "probe_AUC@100%"],
+    "segmentation": ["Dice@1%", "Dice@10%", "Dice@100%"],
+    "detection": ["mAP@1%", "mAP@10%", "mAP@100%", "mAP50@100%"],
 }
 
 
@@ -107,5 +109,51 @@ def roc_grid(run_dir: str | Path, split: str = "test"):
     fig, axes = plt.subplots(1, len(files), figsize=(4.5 * len(files), 4.5), squeeze=False)
     for ax, path in zip(axes[0], files):
         roc_curves(path, ax=ax, title=f"{path.parent.name}: zero-shot ROC")
+    fig.tight_layout()
+    return fig
+
+
+def dense_panel(run_dir: str | Path, task: str, split: str = "test", checkpoints: Optional[Sequence[str]] = None,
+                n_images: int = 4, threshold: float = 0.5):
+    """Predicted masks (segmentation) or boxes (detection) over test images, one row per
+    checkpoint: ground truth in green, prediction in red (boxes: score >= `threshold`), from the
+    `eval/<checkpoint>/<task>_<split>.npz` the dense evaluation saved at its largest fraction.
+    None when no checkpoint has one."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    files = sorted(Path(run_dir).glob(f"eval/*/{task}_{split}.npz"))
+    if checkpoints is not None:
+        files = [f for f in files if f.parent.name in set(checkpoints)]
+    if not files:
+        return None
+    fig, axes = plt.subplots(len(files), n_images, figsize=(2.2 * n_images, 2.4 * len(files)), squeeze=False)
+    for row, path in zip(axes, files):
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            if j >= len(data["study_ids"]):
+                continue
+            ax.imshow(data["images"][j], cmap="gray")
+            if task == "segmentation":
+                for mask, level, color in ((data["targets"][j].astype(np.float32), 0.5, "lime"),
+                                           (data["probs"][j].astype(np.float32), threshold, "red")):
+                    if mask.min() < level <= mask.max():  # a contour exists
+                        ax.contour(mask, levels=[level], colors=color, linewidths=0.8)
+                label = f"Dice {data['dice'][j]:.2f}"
+            else:
+                label = ""
+                for tag, color in (("gt", "lime"), ("pred", "red")):
+                    lo, hi = data[f"{tag}_offsets"][j], data[f"{tag}_offsets"][j + 1]
+                    for k in range(lo, hi):
+                        if tag == "pred" and data["pred_scores"][k] < threshold:
+                            continue
+                        x0, y0, x1, y1 = data[f"{tag}_boxes"][k]
+                        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=0.9))
+                        if tag == "pred":
+                            label = label or f"top {data['pred_scores'][k]:.2f}"
+            ax.set_title(f"{path.parent.name}\n{data['study_ids'][j]} {label}", fontsize=7)
+    fig.suptitle(f"{task}: ground truth (green) vs prediction (red), {split} split", fontsize=9)
     fig.tight_layout()
     return fig

@@ -17,6 +17,7 @@ import pandas as pd
 
 from workbench.config import ExperimentConfig, setting_hash
 from workbench.eval.classaware import class_aware_precision, keyword_precision
+from workbench.eval.dense import DENSE_EVALUATIONS, DenseOptions, dense_rows, random_init_encoder
 from workbench.eval.embed import embed_texts, project_features, split_features
 from workbench.eval.probe import linear_probe
 from workbench.eval.retrieval import chance_retrieval_metrics, retrieval_ranks
@@ -24,7 +25,10 @@ from workbench.eval.stats import bootstrap_ci, metric_with_ci
 from workbench.eval.zeroshot import finding_phrase, prompt_embeddings, zero_shot_evaluate
 from workbench.io import atomic_path, write_json_atomic
 
-EVALUATIONS = ("retrieval", "classaware", "zeroshot", "probe")
+EVALUATIONS = ("retrieval", "classaware", "zeroshot", "probe")  # the default set (cheap: frozen features)
+# Every evaluation a caller may name; the dense ones fine-tune a decoder or detector per checkpoint.
+ALL_EVALUATIONS = EVALUATIONS + DENSE_EVALUATIONS
+RANDOM_INIT = "random-init"
 KEY_COLUMNS = ["run", "checkpoint", "method", "setting_hash", "dataset", "modality", "split", "seed"]
 COLUMNS = KEY_COLUMNS + ["evaluation", "metric", "value", "ci_low", "ci_high", "n"]
 
@@ -70,8 +74,10 @@ def retrieval_rows(img: np.ndarray, txt: np.ndarray, texts: Sequence[str], chunk
 def evaluate_checkpoint(checkpoint: str | Path, run_dir: str | Path, evaluations: Sequence[str] = EVALUATIONS,
                         split: str = "test", device: str = "auto", n_boot: int = 200, chunk_size: int = 1024,
                         probe_fractions: Sequence[float] = (0.01, 0.1, 1.0), batch_size: int = 32,
-                        manifest: Optional[pd.DataFrame] = None, progress: bool = True) -> pd.DataFrame:
-    """Tidy metric rows of one checkpoint on one split of the run's manifest."""
+                        manifest: Optional[pd.DataFrame] = None, progress: bool = True,
+                        dense: Optional[DenseOptions] = None) -> pd.DataFrame:
+    """Tidy metric rows of one checkpoint on one split of the run's manifest (dense evaluations
+    only for radiograph checkpoints: the 3D decoders are not built yet)."""
     from workbench.data.manifest import read_manifest
     from workbench.models import load_encoders
 
@@ -83,11 +89,23 @@ def evaluate_checkpoint(checkpoint: str | Path, run_dir: str | Path, evaluations
     modality = cfg.data.modality
     model = load_encoders(checkpoint, device=device)
     manifest = read_manifest(run_dir) if manifest is None else manifest
+    dense_chosen = [e for e in evaluations if e in DENSE_EVALUATIONS]
+    evaluations = [e for e in evaluations if e not in DENSE_EVALUATIONS]
+    rows: List[Dict] = []
+    if dense_chosen and modality == "cxr":
+        for task in dense_chosen:
+            for row in dense_rows(task, model.image_encoder, manifest, run_dir, split, dense, seed, n_boot,
+                                  panel_name=checkpoint.name, progress=progress):
+                rows.append({"evaluation": task, **row})
+    elif dense_chosen and progress:
+        print(f"[eval] {checkpoint.name}: {', '.join(dense_chosen)} skipped: only 2D (radiograph) encoders "
+              f"have dense heads so far.")
+    if not evaluations:
+        return _keyed(rows, run_dir, checkpoint.name, method, setting_hash(cfg), manifest, None, modality, split, seed)
     store = run_dir / "eval" / "features"
     common = dict(store_dir=store, modality=modality, batch_size=batch_size, progress=progress)
     feats = split_features(model, manifest, run_dir / "cache", split, **common)
     img, txt = project_features(model, feats.image_features, feats.text_features)
-    rows: List[Dict] = []
 
     def add(evaluation: str, new_rows: List[Dict]) -> None:
         for row in new_rows:
@@ -117,10 +135,46 @@ def evaluate_checkpoint(checkpoint: str | Path, run_dir: str | Path, evaluations
         add("probe", linear_probe(train.image_features, train.labels, feats.image_features, feats.labels,
                                   fractions=probe_fractions, task="multilabel", seed=seed, n_boot=n_boot,
                                   names=findings))
-    datasets = ",".join(sorted(set(manifest.loc[manifest["study_id"].isin(feats.study_ids), "dataset"].astype(str))))
-    keys = {"run": run_dir.name, "checkpoint": checkpoint.name, "method": method, "setting_hash": setting_hash(cfg),
+    return _keyed(rows, run_dir, checkpoint.name, method, setting_hash(cfg), manifest, feats.study_ids, modality,
+                  split, seed)
+
+
+def _keyed(rows: List[Dict], run_dir: Path, checkpoint: str, method: str, setting: str, manifest: pd.DataFrame,
+           study_ids: Optional[Sequence[str]], modality: str, split: str, seed: int) -> pd.DataFrame:
+    """Rows with the key columns every metric row carries."""
+    if study_ids is None:
+        chosen = manifest["modality"].astype(str).eq(modality) & manifest["split"].astype(str).eq(split)
+    else:
+        chosen = manifest["study_id"].isin(study_ids)
+    datasets = ",".join(sorted(set(manifest.loc[chosen, "dataset"].astype(str))))
+    keys = {"run": run_dir.name, "checkpoint": checkpoint, "method": method, "setting_hash": setting,
             "dataset": datasets, "modality": modality, "split": split, "seed": seed}
     return pd.DataFrame([{**keys, **row} for row in rows], columns=COLUMNS)
+
+
+def evaluate_random_init(reference: str | Path, run_dir: str | Path, evaluations: Sequence[str], split: str = "test",
+                         device: str = "auto", n_boot: int = 200, seed: int = 0,
+                         manifest: Optional[pd.DataFrame] = None, dense: Optional[DenseOptions] = None,
+                         progress: bool = True) -> pd.DataFrame:
+    """Dense rows of `reference`'s image architecture with random weights (`random-init-<seed>`):
+    the floor that shows what pretraining adds to segmentation and detection."""
+    from workbench.data.manifest import read_manifest
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir) if manifest is None else manifest
+    encoder = random_init_encoder(reference, seed, device)
+    name = f"{RANDOM_INIT}-{seed}"
+    rows: List[Dict] = []
+    for task in [e for e in evaluations if e in DENSE_EVALUATIONS]:
+        for row in dense_rows(task, encoder, manifest, run_dir, split, dense, seed, n_boot, panel_name=name,
+                              progress=progress):
+            rows.append({"evaluation": task, **row})
+    return _keyed(rows, run_dir, name, RANDOM_INIT, RANDOM_INIT, manifest, None, "cxr", split, seed)
+
+
+def _modality(checkpoint: Path) -> str:
+    record = json.loads((checkpoint / "run.json").read_text()) if (checkpoint / "run.json").is_file() else {}
+    return _experiment_config(record).data.modality
 
 
 def write_metrics(run_dir: str | Path, new: pd.DataFrame) -> pd.DataFrame:
@@ -145,14 +199,19 @@ def evaluate_run(run_dir: str | Path, methods: str | Sequence[str] = "all",
                  evaluations: str | Sequence[str] = EVALUATIONS, split: str = "test", seed: Optional[int] = None,
                  device: str = "auto", n_boot: int = 200, chunk_size: int = 1024,
                  probe_fractions: Sequence[float] = (0.01, 0.1, 1.0), batch_size: int = 32,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, dense: Optional[DenseOptions] = None) -> pd.DataFrame:
     """Evaluate the run's checkpoints (`train/<method>-<seed>/`; `methods` 'all' or 'a,b'),
-    write `eval/metrics.csv` + `.json`, and return this call's rows."""
+    write `eval/metrics.csv` + `.json`, and return this call's rows.
+
+    `evaluations` may name any of `ALL_EVALUATIONS` ('all' is every one, the dense ones
+    included); with `segmentation` / `detection`, `dense` says how they fine-tune, and a
+    `random-init-<seed>` row set (the first radiograph checkpoint's architecture, random
+    weights) is added unless `dense.random_init` is off."""
     from workbench.data.manifest import read_manifest
     from workbench.models import checkpoint_folders
 
     run_dir = Path(run_dir)
-    chosen = parse_list(evaluations, EVALUATIONS, "evaluations")
+    chosen = parse_list(evaluations, ALL_EVALUATIONS, "evaluations")
     folders = checkpoint_folders(run_dir)
     wanted = parse_list(methods)
     if wanted:
@@ -164,7 +223,13 @@ def evaluate_run(run_dir: str | Path, methods: str | Sequence[str] = "all",
                                 f"train them first (notebooks/03_pretrain.ipynb or workbench.eval.baselines).")
     manifest = read_manifest(run_dir)
     tables = [evaluate_checkpoint(f, run_dir, chosen, split, device, n_boot, chunk_size, probe_fractions, batch_size,
-                                  manifest=manifest, progress=progress) for f in folders]
+                                  manifest=manifest, progress=progress, dense=dense) for f in folders]
+    dense = dense or DenseOptions()
+    if dense.random_init and any(e in DENSE_EVALUATIONS for e in chosen):
+        reference = next((f for f in folders if _modality(f) == "cxr"), None)
+        if reference is not None:
+            tables.append(evaluate_random_init(reference, run_dir, chosen, split, device, n_boot,
+                                               seed if seed is not None else 0, manifest, dense, progress))
     new = pd.concat(tables, ignore_index=True)
     write_metrics(run_dir, new)
     return new
